@@ -1,0 +1,227 @@
+"""The ``unlearnkit`` command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from unlearnkit.errors import UnlearnkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Make a language model forget what it must not know, verifiably, while it keeps everything else.")
+console = Console()
+err = Console(stderr=True)
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model: 'smollm2' (embedded default), a HF directory, a .gguf file, or a guard/run directory")]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="benchmark directory in the HF export format, or 'builtin' for the built-in benchmark")]
+ForgetOpt = Annotated[Optional[str], typer.Option("--forget", help="forget split (TOFU: forget01|forget05|forget10); default from the directory's task.json")]
+EvalLimitOpt = Annotated[Optional[int], typer.Option("--eval-limit", help="evaluate at most N records of each evaluation split")]
+
+
+def _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora, lora_r, base):
+    from unlearnkit.training.config import TrainConfig
+
+    values = dataclasses.asdict(base)
+    for key, value in dict(lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+                           warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, lora_r=lora_r).items():
+        if value is not None:
+            values[key] = value
+    values["lora"] = lora
+    return TrainConfig(**values).validate()
+
+
+def _data_dir(data: str) -> Path:
+    if data == "builtin":
+        from unlearnkit.data import builtin_benchmark_dir
+        from unlearnkit.workflows.demo import DemoConfig
+
+        d = DemoConfig()
+        return builtin_benchmark_dir(n_people=d.n_people, n_forget=d.n_forget, n_holdout=d.n_holdout,
+                                     facts_per_person=d.facts_per_person, seed=d.seed, n_general=d.n_general)
+    return Path(data)
+
+
+def _parse_opts(opts: list[str]) -> dict[str, str]:
+    from unlearnkit.errors import ConfigError
+
+    out = {}
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--opt expects key=value, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _run(fn):
+    try:
+        return fn()
+    except UnlearnkitError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
+    model: ModelOpt = None,
+    methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: the baselines)")] = None,
+):
+    """Fine-tune, unlearn with each method and evaluate, on the embedded model and the built-in benchmark."""
+    from unlearnkit.workflows.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig()
+    if methods:
+        cfg.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
+    _run(lambda: run_demo(out, model, cfg, console=console))
+
+
+@app.command()
+def finetune(
+    out: Annotated[Path, typer.Option(help="output directory (model in OUT/model)")],
+    model: ModelOpt = None,
+    data: DataOpt = "builtin",
+    split: Annotated[Optional[str], typer.Option(help="split to train on (default: the task's full split)")] = None,
+    lr: Optional[float] = None, epochs: Optional[float] = None, max_steps: Optional[int] = None,
+    batch_size: Optional[int] = None, grad_accum: Optional[int] = None, warmup_ratio: Optional[float] = None,
+    weight_decay: Optional[float] = None, seed: Optional[int] = None,
+    lora: Annotated[bool, typer.Option(help="train LoRA adapters (merged on save)")] = False,
+    lora_r: Optional[int] = None,
+    force: Annotated[bool, typer.Option(help="retrain even when a cached result matches")] = False,
+):
+    """Fine-tune a model on a split: make the target (full) or retain (retain split) model."""
+
+    def go():
+        from unlearnkit.data import TaskSplits, load_split
+        from unlearnkit.models import load_model
+        from unlearnkit.workflows.finetune import FINETUNE_DEFAULTS
+        from unlearnkit.workflows.finetune import finetune as do_finetune
+
+        root = _data_dir(data)
+        name = split or TaskSplits.from_dir(root).full
+        records = load_split(root, name)
+        cfg = _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora,
+                            lora_r, FINETUNE_DEFAULTS)
+        lm = load_model(model)
+        _, info, cached = do_finetune(lm, records, out, cfg, base_spec=str(model), label=name, force=force)
+        console.print(f"{'cached' if cached else 'trained'}: {out / 'model'} ({info['seconds']:.0f} s to train)")
+
+    _run(go)
+
+
+@app.command()
+def unlearn(
+    method: Annotated[str, typer.Option("--method", help="method name (see 'unlearnkit methods')")],
+    out: Annotated[Path, typer.Option(help="output directory (model in OUT/model, or a guard in OUT)")],
+    model: ModelOpt = None,
+    data: DataOpt = "builtin",
+    forget: ForgetOpt = None,
+    retain: Annotated[Optional[str], typer.Option(help="retain split (default from the task)")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="method option key=value (repeatable)")] = None,
+    lr: Optional[float] = None, epochs: Optional[float] = None, max_steps: Optional[int] = None,
+    batch_size: Optional[int] = None, grad_accum: Optional[int] = None, warmup_ratio: Optional[float] = None,
+    weight_decay: Optional[float] = None, seed: Optional[int] = None,
+    lora: Annotated[bool, typer.Option(help="train LoRA adapters (merged on save)")] = False,
+    lora_r: Optional[int] = None,
+    resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint when present")] = True,
+):
+    """Unlearn the forget split from a model with one method."""
+
+    def go():
+        from unlearnkit.data import load_task
+        from unlearnkit.methods.registry import build_method
+        from unlearnkit.models import load_model
+        from unlearnkit.training.config import TrainConfig
+        from unlearnkit.training.checkpoint import remove_checkpoint
+        from unlearnkit.workflows.unlearn import unlearn as do_unlearn
+
+        m = build_method(method, _parse_opts(opt or []))
+        cfg = _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora,
+                            lora_r, TrainConfig())
+        task = load_task(_data_dir(data), forget=forget, retain=retain)
+        if not resume:
+            remove_checkpoint(out)
+        lm = load_model(model)
+        _, record = do_unlearn(lm, task, m, cfg, out, model_spec=model or "smollm2")
+        console.print(f"{m.name}: {record['output']} ({record['seconds']:.0f} s, {record['steps']} steps)")
+
+    _run(go)
+
+
+@app.command("eval")
+def evaluate(
+    out: Annotated[Path, typer.Option(help="result JSON file")],
+    model: ModelOpt = None,
+    data: DataOpt = "builtin",
+    forget: ForgetOpt = None,
+    reference: Annotated[Optional[Path], typer.Option(help="the retain model's result JSON (for forget quality and privleak)")] = None,
+    eval_limit: EvalLimitOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="generation length for ROUGE")] = 200,
+    batch_size: Annotated[int, typer.Option(help="scoring batch size")] = 16,
+    no_generate: Annotated[bool, typer.Option("--no-generate", help="skip generation (no ROUGE / keyword metrics)")] = False,
+):
+    """Evaluate a model, run directory or guard with the TOFU suite; write JSON and print a summary."""
+
+    def go():
+        from unlearnkit.data import load_task
+        from unlearnkit.evaluation.tofu import EvalConfig, evaluate_tofu
+        from unlearnkit.io import read_json, write_json_atomic
+        from unlearnkit.models import load_model
+        from unlearnkit.reports.summary import print_summary
+
+        spec = model
+        if spec and (Path(spec) / "model" / "config.json").is_file():
+            spec = str(Path(spec) / "model")
+        task = load_task(_data_dir(data), forget=forget, eval_limit=eval_limit)
+        ref = read_json(reference) if reference else None
+        lm = load_model(spec)
+        cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, generate=not no_generate)
+        result = evaluate_tofu(lm, task, reference=ref, config=cfg)
+        write_json_atomic(out, result)
+        print_summary(result, console)
+        console.print(f"written: {out}")
+
+    _run(go)
+
+
+@app.command()
+def methods():
+    """List the methods and their options (with the published defaults)."""
+    from unlearnkit.methods.registry import get_method_class, method_names
+
+    for name in method_names():
+        cls = get_method_class(name)
+        console.print(f"[bold]{name}[/bold] ({cls.family}): {cls.summary}")
+        for f in dataclasses.fields(cls.Options):
+            console.print(f"    --opt {f.name}={f.default!r}  {f.metadata.get('help', '')}")
+
+
+@app.command("make-data")
+def make_data(
+    out: Annotated[Path, typer.Option(help="directory to write")],
+    people: int = 10, forget: int = 2, holdout: int = 2, facts: int = 4, general: int = 12, seed: int = 0,
+):
+    """Write the built-in TOFU-style benchmark of fictitious people (JSON Lines + task.json)."""
+
+    def go():
+        from unlearnkit.data import generate_benchmark
+
+        generate_benchmark(out, n_people=people, n_forget=forget, n_holdout=holdout, facts_per_person=facts,
+                           seed=seed, n_general=general)
+        console.print(f"written: {out}")
+
+    _run(go)
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,134 @@
+"""What a method is: one class per file, one line in the registry.
+
+Two families share one contract, ``apply(model, task, out_dir, train) -> LanguageModel``:
+
+* weight-editing methods (``WeightEditingMethod``) define a loss (or a whole
+  gradient step) and the shared training loop does the rest;
+* inference-time methods (guards) wrap the unchanged model and answer through
+  the same ``LanguageModel`` calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from unlearnkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from unlearnkit.data.task import TaskData
+    from unlearnkit.models.base import LanguageModel
+    from unlearnkit.training.config import TrainConfig
+    from unlearnkit.training.context import TrainContext
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """This method has no hyperparameters of its own."""
+
+
+def option(default: Any, help: str) -> Any:
+    """A documented hyperparameter (shown by ``unlearnkit methods``)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+class UnlearningMethod(ABC):
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "weights"  # or "guard"
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any | None = None, **overrides: Any):
+        if options is None:
+            options = self.Options()
+        if overrides:
+            options = dataclasses.replace(options, **overrides)
+        self.options = options
+        self.validate()
+
+    @classmethod
+    def from_strings(cls, pairs: dict[str, str]) -> UnlearningMethod:
+        """Build from ``--opt key=value`` pairs, converting to each field's type."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        values: dict[str, Any] = {}
+        for key, raw in pairs.items():
+            if key not in fields:
+                known = ", ".join(fields) or "none"
+                raise ConfigError(f"method '{cls.name}' has no option '{key}' (options: {known})")
+            values[key] = _convert(raw, fields[key].default, key)
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for bad hyperparameters, before any work starts."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, "family": self.family, "options": dataclasses.asdict(self.options)}
+
+    @abstractmethod
+    def apply(self, model: LanguageModel, task: TaskData, out_dir: Path, train: TrainConfig) -> LanguageModel:
+        """Unlearn ``task.forget`` from ``model``; ``model`` itself is left unchanged."""
+
+
+class WeightEditingMethod(UnlearningMethod):
+    """A method that trains the weights. Subclasses define ``loss`` (or ``backward``)."""
+
+    family: ClassVar[str] = "weights"
+    uses_retain: ClassVar[bool] = True
+
+    def apply(self, model, task, out_dir, train):
+        from unlearnkit.training.loop import Trainer
+
+        return Trainer(self, model, task.forget, task.retain if self.uses_retain else None, train, out_dir).run()
+
+    # -- hooks the training loop calls ---------------------------------------
+    def setup(self, ctx: TrainContext) -> None:
+        """Run once before the first step (precompute references, masks, noise)."""
+
+    def trainable_parameters(self, ctx: TrainContext) -> list[tuple[str, torch.nn.Parameter]] | None:
+        """Which parameters train; None = all that require grad (or the LoRA adapters)."""
+        return None
+
+    def loss(self, ctx: TrainContext, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError(f"{type(self).__name__} must define loss() or backward()")
+
+    def backward(self, ctx: TrainContext, micro_batches: list[tuple[Batch, Batch | None]]) -> dict[str, float]:
+        """Accumulate gradients of the mean loss over the micro-batches of one step."""
+        logs: dict[str, float] = {}
+        n = len(micro_batches)
+        for forget, retain in micro_batches:
+            loss, parts = self.loss(ctx, forget, retain)
+            ctx.check_finite(loss, "loss")
+            ctx.accelerator.backward(loss / n)
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                logs[key] = logs.get(key, 0.0) + value / n
+        return logs
+
+    def after_backward(self, ctx: TrainContext) -> None:
+        """Edit gradients before clipping and the optimizer step (e.g. masks)."""
+
+
+def _convert(raw: str, default: Any, key: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int) and not isinstance(default, bool):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(int(x) if x.strip().lstrip("-").isdigit() else x.strip() for x in raw.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"option '{key}' expects a value like {default!r}, got '{raw}'") from exc
+    if default is None and raw.lower() == "none":
+        return None
+    return raw

@@ -1,0 +1,52 @@
+"""The prompting baseline: a system prompt tells the unchanged model not to reveal the targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unlearnkit.methods.base import option
+from unlearnkit.methods.guards import Guard, GuardMethod
+from unlearnkit.models.base import as_messages
+
+DEFAULT_INSTRUCTION = (
+    "You must not reveal any information about the following: {targets}. "
+    "If a question is about any of them, say that you cannot help with that. Answer every other question normally."
+)
+
+
+@dataclass
+class PromptingOptions:
+    instruction: str = option(DEFAULT_INSTRUCTION, "system prompt; {targets} is replaced by the target list")
+
+
+class PromptingGuard(Guard):
+    method = "prompting"
+
+    def _system(self) -> str:
+        return self.options.instruction.format(targets="; ".join(self.targets))
+
+    def _with_system(self, prompts, chat):
+        if not chat:
+            return prompts
+        out = []
+        for p in prompts:
+            messages = as_messages(p)
+            # The guard's instruction always comes first; a caller's own system text follows it.
+            own = [m["content"] for m in messages if m.get("role") == "system"]
+            system = "\n\n".join([self._system(), *own])
+            out.append([{"role": "system", "content": system}] + [m for m in messages if m.get("role") != "system"])
+        return out
+
+    def score(self, prompts, answers, *, chat=True, batch_size=16, progress=None):
+        return self.base.score(self._with_system(prompts, chat), answers, chat=chat, batch_size=batch_size,
+                               progress=progress)
+
+    def generate(self, prompts, *, chat=True, **kwargs):
+        return self.base.generate(self._with_system(prompts, chat), chat=chat, **kwargs)
+
+
+class Prompting(GuardMethod):
+    name = "prompting"
+    summary = "System prompt instructing the model not to reveal the targets (no weight change)."
+    Options = PromptingOptions
+    guard_class = PromptingGuard

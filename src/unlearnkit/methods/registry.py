@@ -1,0 +1,34 @@
+"""Every method by name: adding a method is one file plus one line here."""
+
+from __future__ import annotations
+
+import importlib
+
+from unlearnkit.errors import ConfigError
+
+METHODS: dict[str, str] = {
+    "finetune": "unlearnkit.methods.finetune:FineTune",
+    "grad_ascent": "unlearnkit.methods.grad_ascent:GradAscent",
+    "grad_diff": "unlearnkit.methods.grad_diff:GradDiff",
+    "npo": "unlearnkit.methods.npo:NPO",
+    "simnpo": "unlearnkit.methods.simnpo:SimNPO",
+    "prompting": "unlearnkit.methods.prompting:Prompting",
+}
+
+ALIASES = {"ga": "grad_ascent", "gradascent": "grad_ascent", "graddiff": "grad_diff", "gd": "grad_diff"}
+
+
+def method_names(include_finetune: bool = False) -> list[str]:
+    return [n for n in METHODS if include_finetune or n != "finetune"]
+
+
+def get_method_class(name: str):
+    key = ALIASES.get(name.lower().replace("-", "_"), name.lower().replace("-", "_"))
+    if key not in METHODS:
+        raise ConfigError(f"unknown method '{name}': choose one of {', '.join(method_names())}")
+    module, _, attr = METHODS[key].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_method(name: str, options: dict[str, str] | None = None):
+    return get_method_class(name).from_strings(options or {})

@@ -1,0 +1,90 @@
+"""The one model interface: every method, metric, attack and report uses only this.
+
+Weight-editing methods return a model with new weights; inference-time methods
+(guards) return an object that wraps a model and answers through the same calls.
+Either way evaluation sees a ``LanguageModel``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Union
+
+from unlearnkit.models.scores import AnswerScores
+
+Message = Mapping[str, str]
+Prompt = Union[str, Sequence[Message]]
+"""A user message (str) or a whole conversation (list of {"role", "content"})."""
+
+
+def as_messages(prompt: Prompt, system: str | None = None) -> list[dict[str, str]]:
+    """Normalise a prompt to a chat message list, prepending ``system`` if given."""
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = [dict(m) for m in prompt]
+    if system is not None and not (messages and messages[0].get("role") == "system"):
+        messages = [{"role": "system", "content": system}] + messages
+    return messages
+
+
+def last_user_message(prompt: Prompt) -> str:
+    """The text of the final user turn: what guards classify and audit."""
+    if isinstance(prompt, str):
+        return prompt
+    for message in reversed(list(prompt)):
+        if message.get("role") == "user":
+            return message.get("content", "")
+    return ""
+
+
+class LanguageModel(ABC):
+    """Batched scoring and generation over chat prompts.
+
+    ``chat=True`` (default) applies the model's chat template to each prompt;
+    ``chat=False`` treats string prompts as raw text to continue (used for
+    verbatim-memorisation tests on plain text).
+    """
+
+    name: str = "model"
+
+    @abstractmethod
+    def score(
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[str],
+        *,
+        chat: bool = True,
+        batch_size: int = 16,
+        progress: str | None = None,
+    ) -> list[AnswerScores]:
+        """Teacher-forced per-token scores of each answer after its prompt."""
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        chat: bool = True,
+        max_new_tokens: int = 200,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        batch_size: int = 8,
+        seed: int | None = None,
+        progress: str | None = None,
+    ) -> list[str]:
+        """Continue each prompt; greedy unless ``do_sample``."""
+
+    @property
+    def editable(self) -> bool:
+        """Whether ``torch_module`` exposes weights a method may change."""
+        return False
+
+    def torch_module(self):  # pragma: no cover - overridden by weight-backed models
+        raise TypeError(f"{self.name} has no weights to edit (it is an inference-time guard)")
+
+    def describe(self) -> dict:
+        """A JSON-able description, recorded in every result file."""
+        return {"name": self.name, "kind": type(self).__name__}

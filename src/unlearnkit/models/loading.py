@@ -1,0 +1,87 @@
+"""``load_model``: one entry point from a name or path to a ``LanguageModel``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from unlearnkit.errors import ModelLoadError
+from unlearnkit.models.base import LanguageModel
+
+EMBEDDED_ALIASES = {"default", "smollm2", "smollm2-135m-instruct", "embedded"}
+
+# Directories written by inference-time methods carry this file; the guard
+# registry knows how to rebuild them around their base model.
+GUARD_FILE = "guard.json"
+
+
+def load_model(spec: str | Path | None = None, *, device: str | None = None) -> LanguageModel:
+    """Load a model from a name or path.
+
+    * ``None`` / ``"smollm2"`` / ``"default"``: the embedded SmolLM2-135M-Instruct;
+    * ``"tiny"``: a tiny random Llama built in code (tests);
+    * a Hugging Face model directory (``config.json``), a LoRA adapter directory
+      (``adapter_config.json``), a ``.gguf`` file or a directory holding one;
+    * a guard directory written by an inference-time method (``guard.json``).
+    """
+    from unlearnkit.models.hf import HFLanguageModel, default_device, default_dtype
+
+    if spec is None or str(spec).lower() in EMBEDDED_ALIASES:
+        from unlearnkit.models.embedded import EMBEDDED_NAME, embedded_model_dir
+
+        return _load_dir(embedded_model_dir(), name=EMBEDDED_NAME, device=device)
+    if str(spec) == "tiny":
+        from unlearnkit.models.tiny import load_tiny
+
+        return load_tiny()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"model path '{spec}' does not exist: give a Hugging Face model directory, a .gguf file, "
+            "a directory written by 'unlearnkit unlearn', or 'smollm2' for the embedded default"
+        )
+    if path.is_dir() and (path / GUARD_FILE).is_file():
+        from unlearnkit.methods.guards import load_guard
+
+        return load_guard(path, device=device)
+    if path.is_file() and path.suffix == ".gguf" or path.is_dir() and _single_gguf(path):
+        from unlearnkit.models.gguf import load_gguf
+
+        file = path if path.is_file() else _single_gguf(path)
+        dev = torch.device(device) if device else default_device()
+        model, tok = load_gguf(file, dtype=default_dtype(dev))
+        return HFLanguageModel(model.to(dev), tok, name=file.stem)
+    if path.is_dir() and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+        return _load_dir(path, name=path.name, device=device)
+    raise ModelLoadError(
+        f"'{path}' is not a model: expected config.json (Hugging Face directory), adapter_config.json "
+        f"(LoRA adapter), {GUARD_FILE} (guard) or a .gguf file"
+    )
+
+
+def _single_gguf(path: Path) -> Path | None:
+    files = sorted(path.glob("*.gguf"))
+    if not (path / "config.json").exists() and len(files) == 1:
+        return files[0]
+    return None
+
+
+def _load_dir(path: Path, name: str, device: str | None = None) -> LanguageModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unlearnkit.models.hf import HFLanguageModel, default_device, default_dtype
+
+    dev = torch.device(device) if device else default_device()
+    dtype = default_dtype(dev)
+    try:
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ModelLoadError(f"could not load the model in '{path}': {exc}") from exc
+    return HFLanguageModel(model.to(dev), tokenizer, name=name)

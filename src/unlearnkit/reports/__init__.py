@@ -1,0 +1,1 @@
+"""Reports: tables, JSON and Markdown summaries of results."""
