@@ -63,7 +63,7 @@ def test_grad_diff_kl_uses_frozen_reference(tiny_lm, simple_task, tmp_path):
 
 def test_prompting_guard_keeps_weights_and_round_trips(tiny_lm, simple_task, tmp_path):
     guard = build_method("prompting").apply(tiny_lm, simple_task, tmp_path, TrainConfig())
-    assert guard.targets == [r.subject for r in simple_task.forget]
+    assert guard.target_names == [r.subject for r in simple_task.forget]
     text = tiny_lm.prompt_text(guard._with_system(["Where does Vel0 live?"], True)[0])
     assert "Vel0" in text and text.index("system") < text.index("Where does Vel0 live?")
     # a caller's own system message cannot displace the guard's instruction

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from unlearnkit.data.targets import Target, as_target, targets_from_records
 from unlearnkit.errors import ModelLoadError
 from unlearnkit.io import write_json_atomic
 from unlearnkit.methods.base import UnlearningMethod
@@ -18,28 +19,33 @@ from unlearnkit.models.base import LanguageModel
 from unlearnkit.models.loading import GUARD_FILE
 
 
-def record_targets(records) -> list[str]:
-    """The forget targets of a record list: its subjects, else its questions."""
-    subjects = list(dict.fromkeys(r.subject for r in records if r.subject))
-    return subjects or list(dict.fromkeys(r.question for r in records))
-
-
 class Guard(LanguageModel):
     """A ``LanguageModel`` that answers through ``base`` with a method's intervention."""
 
     method: ClassVar[str] = ""
 
-    def __init__(self, base: LanguageModel, targets: list[str], options: Any):
+    def __init__(self, base: LanguageModel, targets: list, options: Any):
         self.base = base
-        self.targets = list(targets)
+        self.targets: list[Target] = []
         self.options = options
         self.name = f"{self.method}({base.name})"
+        self.add_targets(targets)
 
-    def add_targets(self, targets: list[str]) -> None:
-        self.targets.extend(t for t in targets if t not in self.targets)
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets]
 
-    def remove_targets(self, targets: list[str]) -> None:
-        self.targets = [t for t in self.targets if t not in set(targets)]
+    def add_targets(self, targets: list) -> None:
+        """Add targets (``Target``, dict or name); they apply to the next query."""
+        known = set(self.target_names)
+        for t in map(as_target, targets):
+            if t.name not in known:
+                self.targets.append(t)
+                known.add(t.name)
+
+    def remove_targets(self, names: list) -> None:
+        drop = {as_target(n).name for n in names}
+        self.targets = [t for t in self.targets if t.name not in drop]
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": type(self).__name__, "base": self.base.describe(),
@@ -51,7 +57,7 @@ class Guard(LanguageModel):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         payload = {"method": self.method, "base_model": base_spec, "options": asdict(self.options),
-                   "targets": self.targets}
+                   "targets": [t.to_json() for t in self.targets]}
         write_json_atomic(path / GUARD_FILE, payload)
         return path
 
@@ -63,7 +69,7 @@ class GuardMethod(UnlearningMethod):
     guard_class: ClassVar[type[Guard]]
 
     def apply(self, model, task, out_dir, train):
-        return self.guard_class(model, record_targets(task.forget), self.options)
+        return self.guard_class(model, targets_from_records(task.forget), self.options)
 
     @classmethod
     def rebuild(cls, base: LanguageModel, payload: dict, path: Path) -> Guard:

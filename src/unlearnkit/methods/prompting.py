@@ -23,7 +23,7 @@ class PromptingGuard(Guard):
     method = "prompting"
 
     def _system(self) -> str:
-        return self.options.instruction.format(targets="; ".join(self.targets))
+        return self.options.instruction.format(targets="; ".join(", ".join(t.names) for t in self.targets))
 
     def _with_system(self, prompts, chat):
         if not chat:

@@ -1,0 +1,64 @@
+"""An unlearning target: what a guard must not reveal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from unlearnkit.errors import DataError
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named entity or topic plus what identifies it.
+
+    ``aliases`` are other names for it; ``description`` says what it is;
+    ``facts`` are the statements about it that must not come out (used to audit
+    answers and as positive examples for prompt classifiers).
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    facts: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise DataError("a target needs a non-empty 'name'")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> Target:
+        if isinstance(data, str):
+            return cls(name=data)
+        unknown = set(data) - {"name", "aliases", "description", "facts"}
+        if unknown:
+            raise DataError(f"unknown target fields {sorted(unknown)}: a target has name, aliases, description, facts")
+        if "name" not in data:
+            raise DataError(f"target {dict(data)} has no 'name': give at least a name")
+        return cls(name=data["name"], aliases=tuple(data.get("aliases", ())),
+                   description=data.get("description", ""), facts=tuple(data.get("facts", ())))
+
+
+def as_target(value: Target | Mapping[str, Any] | str) -> Target:
+    return value if isinstance(value, Target) else Target.from_json(value)
+
+
+def targets_from_records(records: Iterable) -> list[Target]:
+    """One target per record subject (its answers become facts); without subjects,
+    one target per question (TOFU records name their author only inside the question)."""
+    records = list(records)
+    by_subject: dict[str, list[str]] = {}
+    for r in records:
+        if r.subject:
+            by_subject.setdefault(r.subject, []).append(r.answer)
+    if by_subject:
+        return [Target(name=s, facts=tuple(f)) for s, f in by_subject.items()]
+    return [Target(name=r.question, facts=(r.answer,)) for r in dict((r.question, r) for r in records).values()]
