@@ -218,6 +218,31 @@ def make_data(
     _run(go)
 
 
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    guard: Annotated[str, typer.Option(help="guard stack: prompt | eco | alu | none")] = "prompt",
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    db: Annotated[Optional[Path], typer.Option(help="SQLite target registry (default ./unlearnkit-registry.db)")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="guard option key=value (repeatable)")] = None,
+    prompt_filter: Annotated[bool, typer.Option(help="refuse prompts naming a registered target before the model runs")] = True,
+):
+    """Serve an OpenAI-compatible API that enforces the registered forget targets live.
+
+    The admin token comes from UNLEARNKIT_ADMIN_TOKEN (admin routes stay closed without it);
+    an optional chat key from UNLEARNKIT_API_KEY.
+    """
+
+    def go():
+        from unlearnkit.service import serve as do_serve
+
+        do_serve(model=model, guard=guard, host=host, port=port, db=db, options=_parse_opts(opt or []),
+                 prompt_filter=prompt_filter)
+
+    _run(go)
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

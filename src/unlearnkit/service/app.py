@@ -1,0 +1,486 @@
+"""The FastAPI application: OpenAI-compatible routes in front of the guard stack,
+and the admin routes of the target registry.
+
+Routes
+    GET  /health                      liveness (no secrets, no target information)
+    GET  /v1/models, /v1/models/{id}  the one served model
+    POST /v1/chat/completions         chat (``stream`` gives SSE chat.completion.chunk events)
+    POST /v1/completions              raw text continuation
+    GET  /admin/targets               list targets (admin token)
+    POST /admin/targets               add or replace targets: one target, {"targets": [...]},
+                                      {"records": [...]} (a forget data file's Q/A records), or a
+                                      JSON Lines body (Content-Type: application/x-ndjson)
+    DELETE /admin/targets/{name}      remove a target (by name or alias)
+    GET  /admin/audit                 the append-only audit log (?after=ID&limit=N&action=target.*)
+    GET  /admin/stats                 engine counters
+
+Every error is a JSON body in OpenAI's format ``{"error": {...}}`` with a 4xx
+status for anything the client can fix; malformed JSON is a 400, never a 500.
+
+Streaming: the guard stack must see the whole answer before any of it is sent
+(the output filter may replace it with a refusal, and a name split across chunks
+would pass a per-chunk check), so the answer is generated and filtered first and
+then sent as SSE chunks. Clients get the OpenAI streaming format unchanged; the
+time to first token equals the time to the whole answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from unlearnkit.models.base import LanguageModel
+from unlearnkit.service.engine import Answer, Engine, Job
+from unlearnkit.service.guard_stack import GuardStack
+from unlearnkit.service.registry import TargetRegistry
+from unlearnkit.service.schemas import (
+    APIError,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    ChunkDelta,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ForgetRecordIn,
+    ModelCard,
+    ModelList,
+    TargetIn,
+    Usage,
+    error_body,
+    new_id,
+    now,
+    validation_error,
+)
+from unlearnkit.service.settings import ADMIN_TOKEN_ENV, ServeSettings
+
+log = logging.getLogger("unlearnkit.service")
+
+_ACTOR = re.compile(r"[^A-Za-z0-9_.@:+-]")
+_CHUNK = re.compile(r"\s*\S+\s*|\s+")
+
+
+def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> FastAPI:
+    """The gateway app. ``model`` is the upstream (loaded from ``settings.model`` when
+    None); with ``settings.guard == "none"`` a ``Guard`` passed as ``model`` is used
+    as the guard itself (its targets follow the registry)."""
+    if model is None:
+        from unlearnkit.models.loading import load_model
+
+        model = load_model(settings.model)
+    stack = GuardStack(model, settings.guard, settings.guard_options)
+    registry = TargetRegistry(settings.db_path)
+    engine = Engine(stack, registry, settings)
+    served = settings.served_model_name or _base_name(model)
+    created = now()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(engine.start)
+        await run_in_threadpool(registry.record, "server.start", "gateway",
+                                {"guard": settings.guard, "model": served})
+        try:
+            yield
+        finally:
+            await run_in_threadpool(engine.stop)
+            try:
+                registry.record("server.stop", "gateway", {})
+            finally:
+                registry.close()
+
+    app = FastAPI(title="unlearnkit gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.engine, app.state.registry, app.state.stack = settings, engine, registry, stack
+
+    # -- errors ---------------------------------------------------------------------
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        message = {404: f"no route {request.url.path}", 405: f"method {request.method} is not allowed on "
+                   f"{request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return JSONResponse(error_body(message, kind, None, None), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return JSONResponse(error_body("invalid request parameters", "invalid_request_error"), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(error_body("internal error", "server_error", None, "internal_error"), status_code=500)
+
+    # -- auth -------------------------------------------------------------------------
+    def check_api_key(request: Request) -> None:
+        if settings.api_key and not _bearer_matches(request, settings.api_key):
+            raise APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                           type="invalid_request_error", code="invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    def check_admin(request: Request) -> str:
+        if not settings.admin_token:
+            raise APIError(403, f"the admin API is disabled: start the server with {ADMIN_TOKEN_ENV} set",
+                           type="permission_error", code="admin_disabled")
+        if not _bearer_matches(request, settings.admin_token):
+            raise APIError(401, "invalid or missing admin token: send 'Authorization: Bearer <admin token>'",
+                           type="authentication_error", code="invalid_admin_token",
+                           headers={"WWW-Authenticate": "Bearer"})
+        who = _ACTOR.sub("", request.headers.get("x-unlearnkit-actor", ""))[:100]
+        return f"admin:{who}" if who else "admin"
+
+    # -- public routes ------------------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        ok = engine.alive
+        return JSONResponse({"status": "ok" if ok else "unavailable", "model": served},
+                            status_code=200 if ok else 503)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request):
+        check_api_key(request)
+        return ModelList(data=[ModelCard(id=served, created=created)]).model_dump()
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str, request: Request):
+        check_api_key(request)
+        if model_id != served:
+            raise APIError(404, f"the model '{model_id}' does not exist; this server serves '{served}'",
+                           param="model", code="model_not_found")
+        return ModelCard(id=served, created=created).model_dump()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        check_api_key(request)
+        body = await _read_json(request, settings.max_request_bytes)
+        req = _validate(ChatCompletionRequest, body)
+        messages = req.as_prompt()
+        max_new = _max_tokens(req.requested_max_tokens(), settings,
+                              "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
+        _check_n(req.n, settings)
+        rid = new_id("chatcmpl")
+        job = Job(rid, "chat", [messages] * req.n, chat=True, max_new_tokens=max_new, stops=req.stops(),
+                  **_sampling(req), audit_prompt=messages)
+        answers = await _answer(engine, job)
+        usage = _usage(answers, shared_prompt=True)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return _sse(_chat_chunks(rid, served, answers, usage if include_usage else None))
+        return ChatCompletion(
+            id=rid, created=now(), model=served, usage=usage,
+            choices=[ChatChoice(index=k, message=AssistantMessage(content=a.text), finish_reason=a.finish_reason)
+                     for k, a in enumerate(answers)],
+        ).model_dump()
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        check_api_key(request)
+        body = await _read_json(request, settings.max_request_bytes)
+        req = _validate(CompletionRequest, body)
+        prompts = req.prompts()
+        max_new = _max_tokens(req.requested_max_tokens(), settings, "max_tokens")
+        _check_n(req.n, settings)
+        if len(prompts) * req.n > settings.max_batch_size * 4:
+            raise APIError(400, f"at most {settings.max_batch_size * 4} completions per request (prompts x n)",
+                           param="prompt", code="too_many_prompts")
+        rid = new_id("cmpl")
+        expanded = [p for p in prompts for _ in range(req.n)]
+        job = Job(rid, "completions", expanded, chat=False, max_new_tokens=max_new, stops=req.stops(),
+                  **_sampling(req), audit_prompt=req.prompt)
+        answers = await _answer(engine, job)
+        if req.echo:
+            answers = [Answer(p + a.text, a.finish_reason, a.prompt_tokens, a.completion_tokens)
+                       for p, a in zip(expanded, answers)]
+        usage = _usage(answers, shared_prompt=False, n=req.n)
+        choices = [CompletionChoice(index=k, text=a.text, finish_reason=a.finish_reason)
+                   for k, a in enumerate(answers)]
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return _sse(_completion_chunks(rid, served, choices, usage if include_usage else None))
+        return Completion(id=rid, created=now(), model=served, choices=choices, usage=usage).model_dump()
+
+    # -- admin routes ---------------------------------------------------------------------
+    @app.get("/admin/targets")
+    async def list_targets(request: Request):
+        check_admin(request)
+        version, items = await run_in_threadpool(registry.list)
+        return {"object": "list", "version": version, "data": items}
+
+    @app.post("/admin/targets")
+    async def add_targets(request: Request):
+        actor = check_admin(request)
+        raw = await _read_body(request, settings.max_admin_request_bytes)
+        targets, source = _parse_targets(raw, request.headers.get("content-type", ""), settings)
+        detail = {"client": request.client.host if request.client else None, "source": source}
+        result = await run_in_threadpool(registry.add, targets, actor, detail)
+        return JSONResponse(result, status_code=201 if result["added"] else 200)
+
+    @app.delete("/admin/targets/{name:path}")
+    async def remove_target(name: str, request: Request):
+        actor = check_admin(request)
+        detail = {"client": request.client.host if request.client else None}
+        result = await run_in_threadpool(registry.remove, [name], actor, detail)
+        if not result["removed"]:
+            raise APIError(404, f"no target named '{name}'", param="name", code="target_not_found")
+        return result
+
+    @app.get("/admin/audit")
+    async def audit(request: Request, after: int = 0, limit: int = 100, action: str | None = None):
+        check_admin(request)
+        rows = await run_in_threadpool(lambda: registry.audit(after=after, limit=limit, action=action))
+        return {"object": "list", "data": rows}
+
+    @app.get("/admin/stats")
+    async def stats(request: Request):
+        check_admin(request)
+        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe()}
+
+    return app
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _base_name(model: LanguageModel) -> str:
+    while getattr(model, "base", None) is not None:
+        model = model.base
+    return getattr(model, "name", "model") or "model"
+
+
+def _bearer_matches(request: Request, secret: str) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        return False
+    return hmac.compare_digest(value.strip().encode("utf-8"), secret.encode("utf-8"))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing anything over ``limit`` bytes with a 413 (checked on the
+    declared length first, then while reading, for chunked uploads). An oversize
+    body is read and discarded (up to 64 MiB) so the client sees the 413 rather
+    than a connection reset mid-upload."""
+    declared = request.headers.get("content-length")
+    over = False
+    if declared is not None:
+        try:
+            over = int(declared) > limit
+        except ValueError:
+            raise APIError(400, "invalid Content-Length header", code="invalid_request") from None
+    body = bytearray()
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if over:
+            if seen > _DRAIN_CAP:
+                break
+            continue
+        body += chunk
+        if len(body) > limit:
+            over, body = True, bytearray()
+    if over:
+        raise APIError(413, f"the request body is larger than this server's limit of {limit} bytes",
+                       code="request_too_large")
+    return bytes(body)
+
+
+_DRAIN_CAP = 64 * 1024 * 1024
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON ({_short(exc)})", code="invalid_json") from None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+async def _read_json(request: Request, limit: int) -> dict[str, Any]:
+    raw = await _read_body(request, limit)
+    if not raw.strip():
+        raise APIError(400, "the request body is empty: send a JSON object", code="invalid_json")
+    body = _loads(raw)
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _validate(model_cls, body: dict[str, Any]):
+    try:
+        return model_cls.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _max_tokens(requested: int | None, settings: ServeSettings, param: str) -> int:
+    if requested is None:
+        return settings.default_max_tokens
+    if requested < 1:
+        raise APIError(400, f"'{param}' must be at least 1", param=param, code="invalid_value")
+    if requested > settings.max_tokens_limit:
+        raise APIError(400, f"'{param}' is {requested}; this server allows at most {settings.max_tokens_limit}",
+                       param=param, code="max_tokens_exceeded")
+    return requested
+
+
+def _check_n(n: int, settings: ServeSettings) -> None:
+    if n > settings.max_n:
+        raise APIError(400, f"'n' is {n}; this server allows at most {settings.max_n}", param="n",
+                       code="invalid_value")
+
+
+def _sampling(req) -> dict[str, Any]:
+    """temperature omitted or 0: greedy (deterministic); > 0: sampling."""
+    temperature = req.temperature
+    if temperature is None or temperature == 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": float(temperature), "top_p": float(req.top_p or 1.0),
+            "seed": req.seed}
+
+
+async def _answer(engine: Engine, job: Job) -> list[Answer]:
+    future = engine.submit(job)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:  # client went away: the worker skips or discards it
+        future.cancel()
+        raise
+
+
+def _usage(answers: list[Answer], shared_prompt: bool, n: int = 1) -> Usage:
+    if shared_prompt:
+        prompt = answers[0].prompt_tokens if answers else 0
+    else:
+        prompt = sum(a.prompt_tokens for a in answers[::max(1, n)])
+    completion = sum(a.completion_tokens for a in answers)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _pieces(text: str) -> list[str]:
+    return _CHUNK.findall(text) or [""]
+
+
+def _sse(events) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _chat_chunks(rid: str, model: str, answers: list[Answer], usage: Usage | None):
+    created = now()
+
+    def chunk(choices, usage=None):
+        return _event(ChatCompletionChunk(id=rid, created=created, model=model, choices=choices,
+                                          usage=usage).model_dump(exclude_none=False))
+
+    for k, a in enumerate(answers):
+        yield chunk([ChunkChoice(index=k, delta=ChunkDelta(role="assistant", content=""))])
+        for piece in _pieces(a.text):
+            if piece:
+                yield chunk([ChunkChoice(index=k, delta=ChunkDelta(content=piece))])
+        yield chunk([ChunkChoice(index=k, delta=ChunkDelta(), finish_reason=a.finish_reason)])
+    if usage is not None:
+        yield chunk([], usage)
+    yield "data: [DONE]\n\n"
+
+
+async def _completion_chunks(rid: str, model: str, choices: list[CompletionChoice], usage: Usage | None):
+    created = now()
+    for c in choices:
+        for piece in _pieces(c.text):
+            if piece:
+                yield _event(Completion(id=rid, created=created, model=model, usage=None, choices=[
+                    CompletionChoice(index=c.index, text=piece, finish_reason=None)]).model_dump())
+        yield _event(Completion(id=rid, created=created, model=model, usage=None, choices=[
+            CompletionChoice(index=c.index, text="", finish_reason=c.finish_reason)]).model_dump())
+    if usage is not None:
+        yield _event(Completion(id=rid, created=created, model=model, choices=[], usage=usage).model_dump())
+    yield "data: [DONE]\n\n"
+
+
+def _parse_targets(raw: bytes, content_type: str, settings: ServeSettings):
+    """Targets from an admin body: one target, a list, {"targets": [...]}, {"records": [...]}
+    (a forget data file's question/answer records), or JSON Lines of either."""
+    from unlearnkit.data.records import QARecord
+    from unlearnkit.data.targets import Target, targets_from_records
+
+    if not raw.strip():
+        raise APIError(400, "the request body is empty: send a target, a list of targets or forget records",
+                       code="invalid_json")
+    ctype = content_type.lower()
+    if any(k in ctype for k in ("ndjson", "jsonl", "jsonlines")):
+        items: Any = []
+        for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(_loads(line))
+                except APIError:
+                    raise APIError(400, f"line {n} of the JSON Lines body is not valid JSON",
+                                   code="invalid_json") from None
+        source = "jsonl"
+    else:
+        items = _loads(raw)
+        source = "json"
+    if isinstance(items, dict):
+        if "targets" in items and set(items) <= {"targets"}:
+            items, source = items["targets"], source + ":targets"
+        elif "records" in items and set(items) <= {"records"}:
+            items, source = items["records"], source + ":records"
+        else:
+            items = [items]
+    if not isinstance(items, list) or not items:
+        raise APIError(400, "send a target object, a non-empty list of targets, {\"targets\": [...]} or "
+                       "{\"records\": [...]}", code="invalid_targets")
+    if len(items) > settings.max_targets_per_request:
+        raise APIError(400, f"at most {settings.max_targets_per_request} targets or records per request",
+                       code="too_many_targets")
+    targets: list[Target] = []
+    records: list[QARecord] = []
+    for k, item in enumerate(items):
+        try:
+            if isinstance(item, str):
+                targets.append(Target(**TargetIn(name=item).model_dump()))
+            elif isinstance(item, dict) and "question" in item:
+                r = ForgetRecordIn.model_validate(item)
+                records.append(QARecord(question=r.question, answer=r.answer, subject=r.subject))
+            elif isinstance(item, dict):
+                t = TargetIn.model_validate(item)
+                targets.append(Target(name=t.name, aliases=tuple(t.aliases), description=t.description,
+                                      facts=tuple(t.facts)))
+            else:
+                raise APIError(400, f"item {k} is neither a target nor a forget record", code="invalid_targets")
+        except ValidationError as exc:
+            err = validation_error(exc)
+            raise APIError(400, f"item {k}: {err.message}", param=err.param, code="invalid_targets") from None
+    if records:
+        targets.extend(targets_from_records(records))
+    return targets, source

@@ -1,0 +1,367 @@
+"""One worker thread owns the model; requests reach it through a queue.
+
+* The worker takes every queued job at once (up to ``max_batch_size``), groups
+  them by generation parameters and answers each group with one ``generate``
+  call, so concurrent clients share forward passes and the model is never used
+  from two threads.
+* Before each batch it compares the registry's version with the one the guard
+  enforces; on a change it reads a whole snapshot (one read transaction) and
+  applies it to the guard and the filters. A batch therefore runs entirely under
+  one version: a change never applies half-way.
+* The same thread counts tokens (tokenizers are not safe to share across threads)
+  and writes the batch's guard events to the audit log in one transaction.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from unlearnkit.models.base import Prompt
+from unlearnkit.service.guard_stack import GuardStack, tokenizer_model
+from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
+from unlearnkit.service.schemas import APIError
+from unlearnkit.service.settings import ServeSettings
+
+log = logging.getLogger("unlearnkit.service")
+
+_STOP = object()
+
+
+@dataclass
+class Job:
+    """One HTTP request: one or more prompts answered with the same parameters."""
+
+    request_id: str
+    route: str  # "chat" | "completions"
+    prompts: list[Prompt]
+    chat: bool
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stops: list[str] = field(default_factory=list)
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    enqueued: float = field(default_factory=time.perf_counter)
+    audit_prompt: Any = None  # what the audit log hashes: the request's messages or prompt
+
+    def __post_init__(self):
+        if self.audit_prompt is None:
+            self.audit_prompt = self.prompts[0] if len(self.prompts) == 1 else list(self.prompts)
+
+    def key(self) -> tuple:
+        return (self.chat, self.max_new_tokens, self.do_sample,
+                self.temperature if self.do_sample else None, self.top_p if self.do_sample else None,
+                self.seed if self.do_sample else None)
+
+
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    leaked: tuple[str, ...] = ()  # audit only: never sent to the client
+
+
+class Engine:
+    def __init__(self, stack: GuardStack, registry: TargetRegistry, settings: ServeSettings):
+        self.stack = stack
+        self.registry = registry
+        self.settings = settings
+        self._queue: queue.Queue = queue.Queue(maxsize=settings.max_queue)
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._recent: collections.deque[int] = collections.deque(maxlen=8)  # recent batch sizes
+        self._tok_model = tokenizer_model(stack.upstream)
+        self.context_limit = settings.max_context_tokens or self._model_context()
+        self.stats: dict[str, Any] = {"requests": 0, "batches": 0, "generate_calls": 0, "prompts": 0,
+                                      "refused_prompt": 0, "filtered_output": 0, "errors": 0, "syncs": 0,
+                                      "batch_sizes": {}}
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            return
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="unlearnkit-engine", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout)
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._thread is None:
+            return
+        self._running = False
+        try:
+            self._queue.put(_STOP, timeout=1.0)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        self._thread = None
+        # Anything still queued gets an answer rather than hanging.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(job, Job):
+                _fail(job, APIError(503, "the server is shutting down; retry", type="server_error",
+                                    code="shutting_down"))
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- submitting -----------------------------------------------------------------
+    def submit(self, job: Job) -> concurrent.futures.Future:
+        if not self.alive:
+            raise APIError(503, "the model worker is not running; retry shortly", type="server_error",
+                           code="not_ready")
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise APIError(429, "the server is at capacity; retry after a short wait", type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": "1"}) from None
+        return job.future
+
+    # -- the worker -----------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            self._sync()
+        except BaseException as exc:  # a guard that cannot even be built: fail start()
+            log.exception("could not apply the registry's targets to the guard")
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        while self._running:
+            try:
+                first = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            if first is _STOP:
+                break
+            batch = [first]
+            # Wait (at most batch_wait_ms) only while the batch is smaller than the recent
+            # peak: a lone client is served at once, while under load the clients the last
+            # batch answered, who come back within milliseconds, join this one.
+            target = min(self.settings.max_batch_size, max(self._recent, default=1))
+            deadline = time.perf_counter() + self.settings.batch_wait_ms / 1000.0
+            stop_after = False
+            while len(batch) < self.settings.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                try:
+                    if len(batch) >= target or remaining <= 0:
+                        item = self._queue.get_nowait()
+                    else:
+                        item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)
+            self._recent.append(len(batch))
+            batch = [j for j in batch if not j.future.cancelled()]
+            if batch:
+                try:
+                    self._run_batch(batch)
+                except BaseException:  # never let the worker die: fail this batch, keep serving
+                    log.exception("batch failed")
+                    for job in batch:
+                        _fail(job, _internal_error())
+            if stop_after:
+                break
+
+    def _sync(self) -> None:
+        """Apply the registry's current snapshot when its version moved. If applying
+        fails (a guard that cannot take a target), the batch fails closed with a 500
+        and the next batch tries again: nothing is served under a partial update."""
+        version = self.registry.version()
+        if version != self.stack.version:
+            snap = self.registry.snapshot()
+            self.stack.apply(snap.version, snap.targets)
+            self.stats["syncs"] += 1
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        self._sync()
+        version = self.stack.version
+        matcher = self.stack.matcher
+        model = self.stack.model()
+        self.stats["batches"] += 1
+        self.stats["requests"] += len(jobs)
+        sizes = self.stats["batch_sizes"]
+        sizes[str(len(jobs))] = sizes.get(str(len(jobs)), 0) + 1
+        events: list[GuardEvent] = []
+        results: dict[int, list[Answer | None]] = {}
+        pending: dict[tuple, list[tuple[Job, int]]] = {}
+        prompt_tokens: dict[tuple[int, int], int] = {}
+        mentioned: dict[int, list[str]] = {}
+        for job in jobs:
+            results[id(job)] = [None] * len(job.prompts)
+            try:
+                for i, prompt in enumerate(job.prompts):
+                    n_prompt = self._count_prompt(prompt, job.chat)
+                    if self.context_limit and n_prompt + job.max_new_tokens > self.context_limit:
+                        raise APIError(
+                            400, f"this model's context is {self.context_limit} tokens; the prompt has {n_prompt} "
+                            f"and max_tokens asks for {job.max_new_tokens}: shorten the prompt or lower max_tokens",
+                            param="messages" if job.chat else "prompt", code="context_length_exceeded")
+                    prompt_tokens[(id(job), i)] = n_prompt
+            except APIError as exc:
+                _fail(job, exc)
+                results.pop(id(job))
+                continue
+            job_mentions: set[str] = set()
+            refused = False
+            for i, prompt in enumerate(job.prompts):
+                names = matcher.mentions(_prompt_text(prompt)) if matcher else []
+                job_mentions.update(names)
+                if names and self.settings.prompt_filter:
+                    refused = True
+                    results[id(job)][i] = Answer(self.settings.refusal, "stop", prompt_tokens[(id(job), i)],
+                                                 self._count(self.settings.refusal))
+                else:
+                    pending.setdefault(job.key(), []).append((job, i))
+            if refused:
+                self.stats["refused_prompt"] += 1
+                events.append(GuardEvent("guard.refused_prompt", job.request_id, prompt_hash(job.audit_prompt),
+                                         tuple(sorted(job_mentions)), version,
+                                         {"route": job.route, "guard": self.stack.kind}))
+            elif job_mentions:
+                mentioned[id(job)] = sorted(job_mentions)
+
+        failed: set[int] = set()
+        for key, items in pending.items():
+            live = [(j, i) for j, i in items if id(j) not in failed]
+            texts = self._generate(model, live, key)
+            for (job, i), text in zip(live, texts):
+                if isinstance(text, BaseException):
+                    failed.add(id(job))
+                    _fail(job, _internal_error())
+                    continue
+                results[id(job)][i] = self._finish(job, i, text, prompt_tokens[(id(job), i)])
+
+        for job in jobs:
+            answers = results.get(id(job))
+            if answers is None or id(job) in failed or job.future.done():
+                continue
+            leaked = sorted({n for a in answers for n in a.leaked})
+            detail = {"route": job.route, "guard": self.stack.kind}
+            if leaked:
+                self.stats["filtered_output"] += 1
+                events.append(GuardEvent("guard.filtered_output", job.request_id, prompt_hash(job.audit_prompt),
+                                         tuple(leaked), version, detail))
+            elif mentioned.get(id(job)):
+                events.append(GuardEvent("guard.applied", job.request_id, prompt_hash(job.audit_prompt),
+                                         tuple(mentioned[id(job)]), version, detail))
+            _resolve(job, answers)
+        if events:
+            try:
+                self.registry.record_events(events)
+            except Exception:  # the answer is already computed; an audit failure must be visible
+                log.exception("could not write %d guard events to the audit log", len(events))
+
+    def _generate(self, model, items: list[tuple[Job, int]], key: tuple) -> list:
+        """One generate call for a group; on failure, each prompt alone (one bad prompt
+        fails only its own request)."""
+        chat, max_new, do_sample, temperature, top_p, seed = key
+        prompts = [job.prompts[i] for job, i in items]
+        kwargs = dict(chat=chat, max_new_tokens=max_new, do_sample=do_sample,
+                      batch_size=max(1, min(len(prompts), self.settings.max_batch_size)))
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, seed=seed)
+        self.stats["generate_calls"] += 1
+        self.stats["prompts"] += len(prompts)
+        try:
+            out = list(model.generate(prompts, **kwargs))
+            if len(out) != len(prompts):
+                raise RuntimeError(f"the model returned {len(out)} answers for {len(prompts)} prompts")
+            return out
+        except Exception as exc:
+            if len(prompts) == 1:
+                log.exception("generation failed")
+                self.stats["errors"] += 1
+                return [exc]
+        out = []
+        for item in items:
+            out.extend(self._generate(model, [item], key))
+        return out
+
+    def _finish(self, job: Job, i: int, text: str, n_prompt: int) -> Answer:
+        text = text or ""
+        n_raw = self._count(text)
+        finish = "length" if n_raw >= job.max_new_tokens else "stop"
+        for stop in job.stops:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        leaked: list[str] = []
+        if self.settings.output_filter and self.stack.matcher:
+            leaked = self.stack.matcher.leaks(text)
+            if leaked:
+                text, finish = self.settings.refusal, "stop"
+        return Answer(text, finish, n_prompt, self._count(text) if text != "" else 0, tuple(leaked))
+
+    # -- token counting (worker thread only) ------------------------------------------
+    def _model_context(self) -> int | None:
+        m = self._tok_model
+        cfg = getattr(getattr(m, "model", None), "config", None)
+        value = getattr(cfg, "max_position_embeddings", None)
+        return int(value) if value else None
+
+    def _count(self, text: str) -> int:
+        m = self._tok_model
+        if m is None:
+            return max(1, math.ceil(len(text) / 4)) if text else 0
+        return len(m.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _count_prompt(self, prompt: Prompt, chat: bool) -> int:
+        """Tokens of the client's own prompt (never the guard's additions, which would
+        reveal the size of the target list)."""
+        m = self._tok_model
+        if m is None:
+            return self._count(_prompt_text(prompt))
+        return len(m.prompt_ids(prompt, chat=chat))
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(str(m.get("content", "")) for m in prompt)
+
+
+def _internal_error() -> APIError:
+    return APIError(500, "the model failed to answer this request", type="server_error", code="generation_failed")
+
+
+def _fail(job: Job, exc: BaseException) -> None:
+    if not job.future.done():
+        try:
+            job.future.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+
+def _resolve(job: Job, answers: Sequence[Answer]) -> None:
+    if not job.future.done():
+        try:
+            job.future.set_result(list(answers))
+        except concurrent.futures.InvalidStateError:
+            pass

@@ -1,0 +1,279 @@
+"""The SQLite target registry, the matcher behind the deterministic filters, the
+guard stack's sync and the gateway settings (no server needed)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from unlearnkit.data.targets import Target
+from unlearnkit.errors import ConfigError
+from unlearnkit.service.guard_stack import GuardStack, TargetMatcher
+from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
+from unlearnkit.service.settings import ADMIN_TOKEN_ENV, API_KEY_ENV, ServeSettings
+
+
+@pytest.fixture
+def registry(tmp_path):
+    with TargetRegistry(tmp_path / "r.db") as reg:
+        yield reg
+
+
+def test_add_list_remove_with_versions(registry):
+    assert registry.version() == 0 and registry.snapshot().targets == ()
+    r = registry.add([Target("Ann Vel", aliases=("A. Vel",)), {"name": "Bo Tarn", "facts": ["Bo is 40."]}], "admin:x")
+    assert r == {"version": 1, "added": ["Ann Vel", "Bo Tarn"], "updated": [], "unchanged": []}
+    # a bare name replaces the target (its aliases go); the same again changes nothing, same version
+    assert registry.add(["Ann Vel"], "admin")["updated"] == ["Ann Vel"]
+    assert registry.version() == 2 and registry.get("Ann Vel").aliases == ()
+    assert registry.add(["Ann Vel"], "admin") == {"version": 2, "added": [], "updated": [], "unchanged": ["Ann Vel"]}
+    version, items = registry.list()
+    assert version == 2 and [t["name"] for t in items] == ["Ann Vel", "Bo Tarn"]
+    assert items[0]["created_by"] == "admin:x" and items[1]["facts"] == ["Bo is 40."]
+    assert registry.remove(["nobody"]) == {"version": 2, "removed": [], "missing": ["nobody"]}
+    assert registry.remove(["Bo Tarn"])["removed"] == ["Bo Tarn"]
+    snap = registry.snapshot()
+    assert snap.version == 3 and [t.name for t in snap.targets] == ["Ann Vel"]
+
+
+def test_remove_by_alias(registry):
+    registry.add([Target("Cyra Holm", aliases=("C. Holm",))])
+    assert registry.remove(["C. Holm"])["removed"] == ["Cyra Holm"]
+
+
+def test_each_change_is_committed_in_wal_mode(registry, tmp_path):
+    registry.add(["Dara Quill"], "admin")
+    other = sqlite3.connect(tmp_path / "r.db")
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert other.execute("SELECT name FROM targets").fetchall() == [("Dara Quill",)]
+        assert other.execute("SELECT action FROM audit WHERE target='Dara Quill'").fetchall() == [("target.add",)]
+        registry.remove(["Dara Quill"], "admin")
+        assert other.execute("SELECT COUNT(*) FROM targets").fetchone() == (0,)
+    finally:
+        other.close()
+
+
+def test_reopen_keeps_targets_and_audit(tmp_path):
+    with TargetRegistry(tmp_path / "r.db") as reg:
+        reg.add([Target("Eli Marr", aliases=("E. M.",), description="d", facts=("f",))], "admin")
+    with TargetRegistry(tmp_path / "r.db") as reg:
+        (t,) = reg.snapshot().targets
+        assert (t.name, t.aliases, t.description, t.facts) == ("Eli Marr", ("E. M.",), "d", ("f",))
+        assert reg.version() == 1 and reg.count_audit() == 1
+
+
+def test_audit_is_append_only_and_stores_hashes(registry, tmp_path):
+    registry.add(["Fen Ro"], "admin")
+    prompt = [{"role": "user", "content": "secret question about Fen Ro"}]
+    registry.record_events([GuardEvent("guard.refused_prompt", "req-1", prompt_hash(prompt), ("Fen Ro",), 1)])
+    rows = registry.audit()
+    assert [r["action"] for r in rows] == ["target.add", "guard.refused_prompt"]
+    assert rows[1]["prompt_sha256"] == prompt_hash(prompt) and len(rows[1]["prompt_sha256"]) == 64
+    assert "secret question" not in json.dumps(rows)
+    conn = sqlite3.connect(tmp_path / "r.db")
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE audit SET actor='mallory'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM audit")
+    finally:
+        conn.close()
+    assert len(registry.audit()) == 2
+
+
+def test_a_failed_change_leaves_nothing_behind(registry, monkeypatch):
+    from unlearnkit.service import registry as module
+
+    registry.add(["Kept One"], "admin")
+    real = module._audit
+    calls = []
+
+    def failing(conn, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk on fire")
+        return real(conn, *args, **kw)
+
+    monkeypatch.setattr(module, "_audit", failing)
+    with pytest.raises(RuntimeError):
+        registry.add(["Gil Pratt", "Hal Ruck"], "admin")  # fails after Gil Pratt's rows were written
+    monkeypatch.setattr(module, "_audit", real)
+    assert registry.version() == 1 and [t.name for t in registry.snapshot().targets] == ["Kept One"]
+    assert [r["target"] for r in registry.audit()] == ["Kept One"]
+
+
+def test_snapshots_are_consistent_under_concurrent_writes(registry):
+    """Writer adds t1..tN one transaction each; every snapshot at version v holds exactly t1..tv."""
+    n = 60
+    stop = threading.Event()
+    bad: list = []
+
+    def reader():
+        while not stop.is_set():
+            snap = registry.snapshot()
+            if [t.name for t in snap.targets] != [f"t{i}" for i in range(1, snap.version + 1)]:
+                bad.append(snap)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(1, n + 1):
+        registry.add([f"t{i}"], "writer")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not bad
+    assert registry.version() == n and registry.count_audit() == n
+
+
+# -- the deterministic filters ---------------------------------------------------------------
+
+
+def test_matcher_mentions_whole_words_only():
+    m = TargetMatcher([Target("Velo Marr", aliases=("Velo",)), Target("Ann")])
+    assert m.mentions("Tell me about VELO   marr!") == ["Velo Marr"]
+    assert m.mentions("what about velo?") == ["Velo Marr"]
+    assert m.mentions("Velociraptors and Annapolis") == []
+    assert m.mentions("ask Ann.") == ["Ann"]
+    assert m.mentions("Ve\u200blo Marr") == ["Velo Marr"]  # invisible characters do not hide a name
+    assert m.mentions("\uff36\uff45\uff4c\uff4f") == ["Velo Marr"]  # full-width letters (NFKC)
+
+
+def test_matcher_leaks_catch_obfuscation_and_facts():
+    m = TargetMatcher([Target("Jorund Halvsen", facts=("Jorund Halvsen was born in Bergen in 1961.",))])
+    assert m.leaks("The person is J-o-r-u-n-d H.a.l.v.s.e.n") == ["Jorund Halvsen"]
+    assert m.leaks("reversed: nesvlah dnuroj") == ["Jorund Halvsen"]
+    assert m.leaks("JorundHalvsen") == ["Jorund Halvsen"]
+    assert m.leaks("He was born in Bergen in 1961") == []  # a fact shorter than the whole is not matched...
+    assert m.leaks("Someone was born in Bergen in 1961.") == []
+    assert TargetMatcher([Target("X Y", facts=("the secret formula is forty two",))]).leaks(
+        "Well, THE secret   formula is forty two!") == ["X Y"]
+    assert m.leaks("An unrelated answer about Norway.") == []
+    assert TargetMatcher([]).leaks("anything") == []
+
+
+# -- the guard stack -------------------------------------------------------------------------------
+
+
+def test_guard_stack_follows_snapshots(tiny_lm):
+    stack = GuardStack(tiny_lm, "prompting")
+    assert stack.model() is tiny_lm  # no targets: the bare upstream answers
+    stack.apply(1, [Target("Ann Vel"), Target("Bo Tarn", aliases=("B.T.",))])
+    guard = stack.model()
+    assert guard is not tiny_lm and guard.target_names == ["Ann Vel", "Bo Tarn"]
+    stack.apply(2, [Target("Bo Tarn", aliases=("Bo T.",)), Target("Cy Holm")])
+    assert sorted(guard.target_names) == ["Bo Tarn", "Cy Holm"]
+    assert {t.name: t.aliases for t in guard.targets}["Bo Tarn"] == ("Bo T.",)
+    assert stack.matcher.mentions("about bo t.") == ["Bo Tarn"] and stack.version == 2
+    stack.apply(3, [])
+    assert guard.target_names == [] and stack.model() is tiny_lm
+
+
+def test_guard_stack_keeps_a_loaded_guards_own_targets(tiny_lm):
+    from unlearnkit.methods.prompting import Prompting, PromptingGuard
+
+    loaded = PromptingGuard(tiny_lm, ["Own Target"], Prompting.Options())
+    stack = GuardStack(loaded, "none")
+    stack.apply(1, [Target("Reg Target")])
+    assert stack.model() is loaded and loaded.target_names == ["Own Target", "Reg Target"]
+    stack.apply(2, [])
+    assert loaded.target_names == ["Own Target"]
+
+
+def test_unavailable_guard_is_a_clear_error(tiny_lm, monkeypatch):
+    from unlearnkit.methods import registry as methods
+
+    monkeypatch.delitem(methods.METHODS, "eco", raising=False)
+    with pytest.raises(ConfigError, match="'eco' guard is not available"):
+        GuardStack(tiny_lm, "eco")
+    with pytest.raises(ConfigError, match="not an inference-time guard"):
+        monkeypatch.setitem(methods.METHODS, "alu", "unlearnkit.methods.npo:NPO")
+        GuardStack(tiny_lm, "alu")
+    with pytest.raises(ConfigError, match="no option"):
+        GuardStack(tiny_lm, "prompting", {"nonsense": "1"})
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def test_settings_secrets_come_from_the_environment():
+    s = ServeSettings.from_env({}, guard="prompt")
+    assert s.admin_token is None and not s.admin_enabled and s.api_key is None  # no default token
+    s = ServeSettings.from_env({ADMIN_TOKEN_ENV: "a" * 32, API_KEY_ENV: "k" * 32}, guard="eco")
+    assert s.admin_token == "a" * 32 and s.api_key == "k" * 32 and s.guard == "eco"
+    assert "a" * 32 not in repr(s)
+    assert ServeSettings(guard="prompt").guard == "prompting"
+    with pytest.raises(ConfigError, match="too short"):
+        ServeSettings(admin_token="short")
+    with pytest.raises(ConfigError, match="must differ"):
+        ServeSettings(admin_token="s" * 20, api_key="s" * 20)
+    with pytest.raises(ConfigError, match="unknown guard"):
+        ServeSettings(guard="magic")
+
+
+def test_unusable_database_is_a_clear_error(tmp_path):
+    (tmp_path / "not-a-db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="cannot open the target registry"):
+        TargetRegistry(tmp_path / "not-a-db")
+
+
+def test_serve_fails_fast_on_an_unavailable_guard(monkeypatch, tmp_path):
+    from unlearnkit.methods import registry as methods
+    from unlearnkit.service import serve
+
+    monkeypatch.delitem(methods.METHODS, "alu", raising=False)
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "t" * 32)
+    with pytest.raises(ConfigError, match="'alu' guard is not available"):
+        serve(guard="alu", db=tmp_path / "r.db")
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "short")
+    with pytest.raises(ConfigError, match="too short"):
+        serve(guard="prompt", db=tmp_path / "r.db")
+
+
+def test_a_killed_writer_loses_no_acknowledged_change(tmp_path):
+    """SIGKILL a process in the middle of a stream of changes: every change it reported
+    as done is in the database afterwards, and the database is intact."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "r.db"
+    code = (
+        "import sys\n"
+        "from unlearnkit.service.registry import TargetRegistry\n"
+        f"reg = TargetRegistry({str(db)!r})\n"
+        "i = 0\n"
+        "while True:\n"
+        "    reg.add([f'p{i}'], 'writer')\n"
+        "    if i % 3 == 2: reg.remove([f'p{i - 1}'], 'writer')\n"
+        "    print(i, flush=True)\n"
+        "    i += 1\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    acked = -1
+    deadline = time.monotonic() + 60
+    try:
+        while acked < 30 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked = int(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert acked >= 30
+    with TargetRegistry(db) as reg:
+        names = {t.name for t in reg.snapshot().targets}
+        kept = {f"p{i}" for i in range(acked + 1) if i % 3 != 1}
+        removed = {f"p{i}" for i in range(acked + 1) if i % 3 == 1 and i + 1 <= acked}
+        assert kept <= names and not removed & names  # and perhaps one more change, done but not printed
+        assert reg._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert reg.count_audit() >= (acked + 1) + (acked + 1) // 3
