@@ -15,7 +15,7 @@ from unlearnkit.errors import UnlearnkitError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Make a language model forget what it must not know, verifiably, while it keeps everything else.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model: 'smollm2' (embedded default), a HF directory, a .gguf file, or a guard/run directory")]
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="benchmark directory in the HF export format, or 'builtin' for the built-in benchmark")]
