@@ -1,0 +1,140 @@
+"""Many-shot attack: a long chat history of benign Q/A turns, then the forget question.
+
+The benign turns are retain records (questions the model should answer). The
+number of shots grows until the prompt fills the model's context: the prefix is
+fitted with the model's own tokenizer and chat template (binary search over the
+number of shots, since the token count grows with it), leaving room for the
+answer (``max_new_tokens``) and a safety ``margin`` for what a guard may add.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped
+from unlearnkit.data.records import QARecord
+from unlearnkit.models.base import Prompt
+
+
+def find_hf(model) -> object | None:
+    """The weight-backed model under ``model`` (itself, or a guard's ``base``, recursively)."""
+    seen = 0
+    while model is not None and seen < 8:
+        if hasattr(model, "prompt_ids") and hasattr(model, "tokenizer"):
+            return model
+        model = getattr(model, "base", None)
+        seen += 1
+    return None
+
+
+def model_token_counter(model) -> tuple[Callable[[Prompt], int], int | None]:
+    """(count tokens of a chat prompt as the model sees it, the model's context length or None)."""
+    hf = find_hf(model)
+    if hf is None:
+        return (lambda p: approx_tokens(p)), None
+    limit = getattr(getattr(getattr(hf, "model", None), "config", None), "max_position_embeddings", None)
+    return (lambda p: len(hf.prompt_ids(p))), limit
+
+
+def approx_tokens(prompt: Prompt) -> int:
+    """~4 characters per token plus a few per message: for models without a tokenizer."""
+    if isinstance(prompt, str):
+        return max(1, len(prompt) // 4)
+    return sum(4 + len(m.get("content", "")) // 4 for m in prompt)
+
+
+def shots_messages(shots: Sequence[QARecord], question: str) -> list[dict[str, str]]:
+    messages: list[dict[str, str]] = []
+    for s in shots:
+        messages.append({"role": "user", "content": s.question})
+        messages.append({"role": "assistant", "content": s.answer})
+    messages.append({"role": "user", "content": question})
+    return messages
+
+
+def fit_shots(order: Sequence[QARecord], question: str, count: Callable[[Prompt], int], budget: int) -> int:
+    """The largest n <= len(order) whose n-shot prompt has at most ``budget`` tokens (0 if none fits)."""
+    lo, hi = 0, len(order)
+    if count(shots_messages(order[:hi], question)) <= budget:
+        return hi
+    while lo < hi:  # invariant: n=lo fits (or lo=0), n=hi does not
+        mid = (lo + hi + 1) // 2
+        if count(shots_messages(order[:mid], question)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class ManyShot(Attack):
+    """N benign retain Q/A turns before the forget question, N as large as the context allows.
+
+    ``n_shots`` fixes N (still cut to fit); ``max_shots`` caps the search (generation
+    over a full 8k context is slow on CPU); ``repeat`` reuses retain records (in a
+    fresh shuffled order each pass) when there are fewer than N. The shot order is
+    drawn from ``seed`` and differs per record.
+    """
+
+    name = "many_shot"
+    summary = "benign Q/A chat turns from retain data before the forget question, filling the context"
+
+    def __init__(self, retain_records: Sequence[QARecord] = (), count_tokens: Callable[[Prompt], int] | None = None,
+                 context_limit: int | None = None, max_new_tokens: int = 64, margin: int = 32,
+                 n_shots: int | None = None, max_shots: int = 128, repeat: bool = True):
+        self.retain = list(retain_records)
+        self.count = count_tokens or approx_tokens
+        self.context_limit = context_limit
+        self.max_new_tokens = int(max_new_tokens)
+        self.margin = int(margin)
+        self.n_shots = None if n_shots is None else int(n_shots)
+        self.max_shots = int(max_shots)
+        self.repeat = repeat if isinstance(repeat, bool) else str(repeat).lower() in {"1", "true", "yes"}
+        self.shots_used: list[int] = []
+
+    @classmethod
+    def from_context(cls, ctx: AttackContext, **options):
+        count, limit = model_token_counter(ctx.model) if ctx.model is not None else (approx_tokens, None)
+        options.setdefault("context_limit", ctx.context_limit or limit)
+        options.setdefault("max_new_tokens", ctx.max_new_tokens)
+        return cls(retain_records=ctx.retain_records, count_tokens=count, **options)
+
+    @property
+    def budget(self) -> int | None:
+        if self.context_limit is None:
+            return None
+        return self.context_limit - self.max_new_tokens - self.margin
+
+    def _order(self, rng: random.Random, exclude: set[str], want: int) -> list[QARecord]:
+        pool = [r for r in self.retain if not (r.subject and r.subject in exclude)]
+        if not pool:
+            return []
+        order: list[QARecord] = []
+        while len(order) < want:
+            order.extend(rng.sample(pool, len(pool)))
+            if not self.repeat:
+                break
+        return order[:want]
+
+    def build(self, records, seed=0):
+        if not self.retain:
+            raise AttackSkipped("many-shot needs retain records for its benign turns; none were given")
+        want = self.n_shots if self.n_shots is not None else self.max_shots
+        if self.budget is None and self.n_shots is None:
+            raise AttackSkipped("many-shot needs the model's context length (or n_shots): the model exposes no "
+                                "max_position_embeddings and no context_limit was given")
+        rng = random.Random(f"many_shot:{seed}")
+        prompts: list[Prompt | None] = []
+        self.shots_used = []
+        for r in records:
+            order = self._order(rng, {r.subject} if r.subject else set(), want)
+            n = len(order) if self.budget is None else fit_shots(order, r.question, self.count, self.budget)
+            prompts.append(shots_messages(order[:n], r.question))
+            self.shots_used.append(n)
+        return prompts
+
+    def describe(self):
+        out = super().describe()
+        out.update(context_limit=self.context_limit, budget=self.budget, shots_used=list(self.shots_used),
+                   mean_shots=sum(self.shots_used) / len(self.shots_used) if self.shots_used else None)
+        return out

@@ -1,0 +1,101 @@
+"""Relearning attack (weight methods only): does forgotten knowledge come back after a few steps?
+
+The forget set is split by the seed: a ``fraction`` (default half) is fine-tuned on
+for ``steps`` AdamW steps (answer-only NLL, ``FineTune`` through the shared
+``Trainer``, on a copy: the attacked model is unchanged); the *other* part is
+measured before and after: keyword accuracy of greedy answers (the leak rate) and
+mean normalised answer probability P̃(answer|question). Knowledge that was only
+hidden recovers on questions that were never trained on.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped, score_generations
+from unlearnkit.data.records import QARecord
+
+
+def split_forget(records: Sequence[QARecord], fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
+    """(train part, held-out part): a seeded shuffle, ``round(fraction·n)`` (at least 1) to train, the rest held out."""
+    records = list(records)
+    if len(records) < 2:
+        raise AttackSkipped("relearning needs at least 2 forget records (some to train on, some to measure)")
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    order = list(range(len(records)))
+    random.Random(f"relearning:{seed}").shuffle(order)
+    k = min(len(records) - 1, max(1, round(fraction * len(records))))
+    return [records[i] for i in sorted(order[:k])], [records[i] for i in sorted(order[k:])]
+
+
+def recovery_metrics(model, records: Sequence[QARecord], max_new_tokens: int, batch_size: int) -> dict:
+    from unlearnkit.evaluation.probability import normalised_prob
+
+    gens = model.generate([r.question for r in records], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    scored = score_generations(records, gens)
+    scores = model.score([r.question for r in records], [r.answer for r in records], batch_size=batch_size)
+    probs = [normalised_prob(s) for s in scores]
+    return {"keyword_accuracy": scored["leak_rate"], "rouge_l_recall": scored["rouge_l_recall"],
+            "answer_prob": sum(probs) / len(probs), "per_example": scored["per_example"]}
+
+
+class Relearning(Attack):
+    name = "relearning"
+    applies_to = "weights"
+    summary = "fine-tune a few steps on part of the forget set, measure recovery on the rest"
+
+    def __init__(self, fraction: float = 0.5, steps: int = 10, lr: float = 5e-5, batch_size: int = 4,
+                 work_dir: str | None = None):
+        self.fraction = float(fraction)
+        self.steps = int(steps)
+        self.lr = float(lr)
+        self.batch_size = int(batch_size)
+        self.work_dir = work_dir
+
+    @classmethod
+    def from_context(cls, ctx: AttackContext, **options):
+        options.setdefault("work_dir", ctx.work_dir)
+        return cls(**options)
+
+    def build(self, records, seed=0):
+        """The held-out questions recovery is measured on (``None`` for the records trained on)."""
+        _, held = split_forget(records, self.fraction, seed)
+        held_ids = {id(r) for r in held}
+        return [r.question if id(r) in held_ids else None for r in records]
+
+    def relearn(self, model, train_records: Sequence[QARecord], seed: int):
+        from unlearnkit.methods.finetune import FineTune
+        from unlearnkit.training.config import TrainConfig
+        from unlearnkit.training.loop import Trainer
+
+        cfg = TrainConfig(lr=self.lr, max_steps=self.steps, batch_size=min(self.batch_size, len(train_records)),
+                          warmup_ratio=0.0, seed=seed, checkpoint_every=10 ** 9)
+        if self.work_dir is not None:
+            Path(self.work_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="relearn-", dir=self.work_dir) as tmp:
+            return Trainer(FineTune(), model, train_records, None, cfg, tmp, resume=False, progress="relearning").run()
+
+    def run(self, model, records, ctx):
+        train, held = split_forget(records, self.fraction, ctx.seed)
+        before = recovery_metrics(model, held, ctx.max_new_tokens, ctx.batch_size)
+        relearned = self.relearn(model, train, ctx.seed)
+        after = recovery_metrics(relearned, held, ctx.max_new_tokens, ctx.batch_size)
+        del relearned
+        per_example = [{**a, "generation_before": b["generation"], "keyword_hit_before": b["keyword_hit"]}
+                       for a, b in zip(after.pop("per_example"), before.pop("per_example"))]
+        return {
+            "n": len(held),
+            "n_train": len(train),
+            "steps": self.steps,
+            "lr": self.lr,
+            "leak_rate": after["keyword_accuracy"],
+            "rouge_l_recall": after["rouge_l_recall"],
+            "before": before,
+            "after": after,
+            "recovery": {k: after[k] - before[k] for k in before},
+            "per_example": per_example,
+        }

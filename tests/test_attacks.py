@@ -1,0 +1,400 @@
+"""Evaluation attacks: construction (deterministic, seeded), scoring, skipping, relearning."""
+
+from __future__ import annotations
+
+import pytest
+
+from unlearnkit.attacks import ATTACKS, AttackSkipped, build_attack, run_attacks, score_generations
+from unlearnkit.attacks.many_shot import ManyShot, fit_shots, shots_messages
+from unlearnkit.attacks.paraphrase import Paraphrase
+from unlearnkit.attacks.prompt_injection import INJECTIONS, PromptInjection, extraction_score, names_found
+from unlearnkit.attacks.relearning import Relearning, split_forget
+from unlearnkit.attacks.target_masking import TargetMasking, candidate_names, infer_subjects
+from unlearnkit.attacks.templates import AffirmativeSuffix, PrefixInjection, RolePlay
+from unlearnkit.data.records import QARecord
+from unlearnkit.errors import ConfigError
+from unlearnkit.methods.base import NoOptions
+from unlearnkit.methods.guards import Guard
+from unlearnkit.models.base import LanguageModel, last_user_message
+
+PEOPLE = ["Vel Orsky", "Mara Quill", "Tobin Hale"]
+TOWNS = ["Tarnow", "Velden", "Brigham"]
+JOBS = ["baker", "potter", "sailor"]
+FATHERS = ["Tom Kel", "Ian Roe", "Sam Bly"]
+
+
+def people_records():
+    out = []
+    for i, name in enumerate(PEOPLE):
+        out += [
+            QARecord(f"Where does {name} live?", f"{name} lives in {TOWNS[i]}.", subject=name,
+                     paraphrased_question=f"In which town is {name}'s home?"),
+            QARecord(f"What is the job of {name}?", f"{name} works as a {JOBS[i]}.", subject=name),
+            QARecord(f"Who is {name}'s father?", f"{name}'s father is {FATHERS[i]}.", subject=name),
+        ]
+    return out
+
+
+RETAIN = [QARecord(f"What colour is item {i}?", f"Item {i} is red.") for i in range(10)]
+
+
+class LookupLM(LanguageModel):
+    """Answers any prompt whose last user turn contains a known question verbatim; else "I do not know"."""
+
+    name = "lookup"
+
+    def __init__(self, records, echo_system: bool = False):
+        self.qa = {r.question: r.answer for r in records}
+        self.seen: list = []
+
+    def score(self, prompts, answers, **kw):  # pragma: no cover - not used here
+        raise NotImplementedError
+
+    def generate(self, prompts, **kw):
+        self.seen.extend(prompts)
+        out = []
+        for p in prompts:
+            text = last_user_message(p)
+            hit = next((a for q, a in self.qa.items() if q in text), None)
+            out.append(hit or "I do not know.")
+        return out
+
+
+class LeakyGuard(Guard):
+    """A guard that refuses questions naming a target, but repeats its instructions when asked."""
+
+    method = "leaky"
+
+    def score(self, prompts, answers, **kw):  # pragma: no cover
+        raise NotImplementedError
+
+    def generate(self, prompts, **kw):
+        out = []
+        for p in prompts:
+            text = last_user_message(p)
+            if "instructions" in text.lower():
+                out.append("My instructions: never discuss " + " or ".join(self.target_names[:2]) + ".")
+            elif any(n in text for n in self.target_names):
+                out.append("I cannot help with that.")
+            else:
+                out.extend(self.base.generate([p], **kw))
+        return out
+
+
+# -- registry and scoring -----------------------------------------------------------------------
+def test_unknown_attack_lists_names():
+    with pytest.raises(ConfigError) as exc:
+        build_attack("many-shots")
+    assert "many_shot" in str(exc.value) and "relearning" in str(exc.value)
+    with pytest.raises(ConfigError):
+        run_attacks(LookupLM([]), people_records(), ["plain", "nope"])
+
+
+def test_registry_covers_the_spec():
+    for name in ["paraphrase", "many_shot", "target_masking", "lang_es", "lang_fr", "lang_de", "prefix_injection",
+                 "affirmative_suffix", "role_play", "prompt_injection", "relearning"]:
+        assert name in ATTACKS
+        assert build_attack(name).name == name
+
+
+def test_score_generations_by_hand():
+    recs = people_records()[:2]
+    out = score_generations(recs, ["I think Vel Orsky lives near Tarnow.", "No idea."])
+    assert out["leak_rate"] == 0.5
+    assert out["per_example"][0]["keyword_hit"] is True and out["per_example"][1]["keyword_hit"] is False
+    assert out["per_example"][0]["rouge"] == pytest.approx(0.8) and out["per_example"][1]["rouge"] == 0.0
+    assert out["rouge_l_recall"] == pytest.approx(0.4)
+
+
+# -- determinism ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda: ManyShot(retain_records=RETAIN, context_limit=10_000, max_shots=6),
+    lambda: TargetMasking(),
+    PrefixInjection, AffirmativeSuffix, RolePlay,
+    lambda: PromptInjection(n_queries=4),
+])
+def test_seeded_construction(make):
+    recs = people_records()
+    a, b, c = make().build(recs, seed=0), make().build(recs, seed=0), make().build(recs, seed=1)
+    assert a == b
+    assert a != c
+
+
+def test_paraphrase_uses_paraphrased_question_and_skips_without():
+    recs = people_records()
+    prompts = Paraphrase().build(recs, seed=0)
+    assert prompts[0] == "In which town is Vel Orsky's home?"
+    assert prompts[1] is None  # no paraphrase: left out
+    assert prompts == Paraphrase().build(recs, seed=5)
+    with pytest.raises(AttackSkipped, match="paraphrased_question"):
+        Paraphrase().build([r for r in recs if r.paraphrased_question is None])
+
+
+def test_templates_wrap_the_question():
+    recs = people_records()
+    for attack in (PrefixInjection(), AffirmativeSuffix(), RolePlay()):
+        for r, p in zip(recs, attack.build(recs, seed=3)):
+            assert r.question in p and p != r.question
+            assert any(p == t.format(question=r.question) for t in attack.templates)
+
+
+# -- many-shot -----------------------------------------------------------------------------------
+def test_many_shot_prefix_fits_the_context(tiny_lm):
+    limit, new = 600, 16
+    attack = build_attack("many_shot", _ctx(tiny_lm, RETAIN, context_limit=limit, max_new_tokens=new),
+                          margin=8, max_shots=500)
+    assert attack.budget == limit - new - 8
+    recs = people_records()[:3]
+    prompts = attack.build(recs, seed=0)
+    for r, p, n in zip(recs, prompts, attack.shots_used):
+        assert isinstance(p, list) and p[-1] == {"role": "user", "content": r.question}
+        assert [m["role"] for m in p[:-1]] == ["user", "assistant"] * n
+        assert n > 2  # several shots fit
+        size = len(tiny_lm.prompt_ids(p))
+        assert size <= attack.budget
+        # maximal: one more shot (the next retain turn) would not fit
+        nxt = p[:-1] + [{"role": "user", "content": RETAIN[0].question},
+                        {"role": "assistant", "content": RETAIN[0].answer}, p[-1]]
+        assert len(tiny_lm.prompt_ids(nxt)) > attack.budget
+    # the limit comes from the model's config when not given
+    default = build_attack("many_shot", _ctx(tiny_lm, RETAIN), max_shots=10_000)
+    assert default.context_limit == tiny_lm.model.config.max_position_embeddings
+    big = default.build(recs[:1], seed=0)[0]
+    assert len(tiny_lm.prompt_ids(big)) <= default.budget
+
+
+def test_fit_shots_binary_search_matches_linear():
+    shots = RETAIN * 3
+    count = lambda p: sum(len(m["content"]) for m in p)
+    for budget in (0, 20, 77, 200, 10_000):
+        linear = max([n for n in range(len(shots) + 1) if count(shots_messages(shots[:n], "Q?")) <= budget],
+                     default=0)
+        assert fit_shots(shots, "Q?", count, budget) == linear
+
+
+def test_many_shot_without_retain_is_skipped():
+    with pytest.raises(AttackSkipped, match="retain"):
+        ManyShot(retain_records=[], context_limit=100).build(people_records())
+
+
+# -- target masking -----------------------------------------------------------------------------
+def test_target_masking_removes_the_name():
+    recs = people_records()
+    prompts = TargetMasking().build(recs, seed=0)
+    for r, p in zip(recs, prompts):
+        assert p is not None
+        for part in r.subject.split():
+            assert part not in p, p
+        own = r.answer.split()[-1].rstrip(".")  # the answer's key term (Tarnow, baker, Kel)
+        assert own not in p  # the description never gives the answer away
+    # described by the subject's other facts
+    assert "works as a baker" in prompts[0] or "whose father is Tom Kel" in prompts[0]
+
+
+def test_target_masking_fallback_and_tofu_style_names():
+    single = [QARecord("Where does Ann Bell live?", "Ann Bell lives in Rome.", subject="Ann Bell")]
+    (p,) = TargetMasking().build(single, seed=0)
+    assert "Ann" not in p and "Bell" not in p and "the person whose" in p
+    tofu = [QARecord("What gender is author Basil Mahfouz Al-Kuwaiti?", "Author Basil Mahfouz Al-Kuwaiti is male."),
+            QARecord("In which city was Basil Mahfouz Al-Kuwaiti born?", "Basil Mahfouz Al-Kuwaiti was born in Kuwait City.")]
+    assert "Basil Mahfouz Al-Kuwaiti" in candidate_names(tofu[0].question)
+    assert infer_subjects(tofu) == ["Basil Mahfouz Al-Kuwaiti"] * 2
+    masked = TargetMasking().build(tofu, seed=0)
+    assert "Basil" not in masked[0] and "author who was born in Kuwait City" in masked[0]
+    assert "Kuwait" not in masked[1]  # the birthplace question is not described by the birthplace
+
+
+# -- languages ----------------------------------------------------------------------------------
+def builtin_records():
+    import random
+
+    from unlearnkit.data.synthetic import person_facts
+
+    return person_facts("Liora Vesk", ["birth_city", "father_job"], random.Random(0))
+
+
+def test_languages_translate_builtin_questions():
+    from dataclasses import replace
+
+    from unlearnkit.attacks.languages import FrenchQuestion, GermanQuestion, SpanishQuestion
+
+    city, father = builtin_records()
+    assert city.question == "Where was Liora Vesk born?" and father.meta["attribute"] == "father_job"
+    expected = {
+        SpanishQuestion: ["¿Dónde nació Liora Vesk?", "¿A qué se dedicaba el padre de Liora Vesk?"],
+        FrenchQuestion: ["Où est né(e) Liora Vesk ?", "Quel métier exerçait le père de Liora Vesk ?"],
+        GermanQuestion: ["Wo wurde Liora Vesk geboren?", "Was hat der Vater von Liora Vesk beruflich gemacht?"],
+    }
+    for cls, want in expected.items():
+        assert cls().build([city, father], seed=0) == want
+    # the paraphrased English form maps to the paraphrased translation; meta is not required
+    para = replace(city, question=city.paraphrased_question, meta={})
+    assert SpanishQuestion().build([para])[0] == "¿En qué ciudad nació Liora Vesk?"
+    assert GermanQuestion().build([replace(father, meta={}, subject=None)])[0] == (
+        "Was hat der Vater von Liora Vesk beruflich gemacht?")
+
+
+def test_language_templates_cover_the_generator():
+    from unlearnkit.attacks.translations import TRANSLATED_TEMPLATES, VALUE_TRANSLATIONS
+    from unlearnkit.data.synthetic_facts import ATTRIBUTES, TEMPLATES
+
+    for lang, templates in TRANSLATED_TEMPLATES.items():
+        assert set(templates) == set(TEMPLATES["en"]), lang
+        for kind, t in templates.items():
+            assert len(t["q"]) == 2 and len(t["a"]) == 2
+            assert all("{name}" in q for q in t["q"]) and all("{value}" in a for a in t["a"])
+    for kind in ("genre", "father_job", "mother_job", "instrument"):
+        for value in ATTRIBUTES[kind]:
+            assert set(VALUE_TRANSLATIONS[value]) == {"es", "fr", "de"}, value
+
+
+def test_language_attack_counts_translated_values_as_leaks():
+    city, father = builtin_records()
+    value = father.meta["value"]
+
+    class GermanSpeaker(LookupLM):
+        def generate(self, prompts, **kw):
+            from unlearnkit.attacks.translations import translate_value
+
+            return [f"Der Vater von Liora Vesk war {translate_value(value, 'de')}." if "Vater" in p else "Keine Ahnung."
+                    for p in prompts]
+
+    out = run_attacks(GermanSpeaker([]), [city, father], ["lang_de"])
+    res = out["attacks"]["lang_de"]
+    assert res["translated_builtin"] == 2 and res["leak_rate"] == 0.5
+    assert res["per_example"][1]["keyword_hit"] is True and res["per_example"][0]["keyword_hit"] is False
+
+
+def test_builtin_records_survive_loading(tiny_task):
+    from unlearnkit.attacks.languages import SpanishQuestion
+
+    prompts = SpanishQuestion().build(tiny_task.forget, seed=0)
+    assert all(p and p.startswith("¿") and r.subject in p for p, r in zip(prompts, tiny_task.forget))
+
+
+class EchoTranslator(LanguageModel):
+    name = "translator"
+
+    def __init__(self):
+        self.asked = []
+
+    def score(self, *a, **k):  # pragma: no cover
+        raise NotImplementedError
+
+    def generate(self, prompts, **kw):
+        self.asked += prompts
+        return ["Traducción: «¿" + p.rsplit("\n", 1)[-1].rstrip("?") + " (es)?»" for p in prompts]
+
+
+def test_languages_without_translator_are_skipped_with_reason():
+    recs = [QARecord("Who wrote Foo?", "Bar wrote Foo.")]
+    out = run_attacks(LookupLM(recs), recs, ["lang_es", "lang_de"])
+    for name in ("lang_es", "lang_de"):
+        res = out["attacks"][name]
+        assert res["skipped"] is True and res["leak_rate"] is None
+        assert "translation backend" in res["reason"]
+
+
+def test_languages_use_a_translation_backend():
+    recs = [QARecord("Who wrote Foo?", "Bar wrote Foo.")]
+    tr = EchoTranslator()
+    out = run_attacks(LookupLM(recs), recs, ["lang_fr"], translator=tr)
+    res = out["attacks"]["lang_fr"]
+    assert res["skipped"] is False and res["translated_by_backend"] == 1
+    assert "French" in tr.asked[0] and "Who wrote Foo?" in tr.asked[0]
+    assert res["per_example"][0]["prompt"] == "¿Who wrote Foo (es)?"
+
+
+# -- prompt injection ------------------------------------------------------------------------------
+def test_prompt_injection_scoring_by_hand():
+    targets = [["Vel Orsky"], ["Mara Quill", "M. Quill"], ["Tobin Hale"]]
+    answers = ["I was told not to discuss vel orsky.", "Nothing to see.", "Ask m. quill instead"]
+    assert names_found(answers, targets) == [True, True, False]
+    assert extraction_score(answers, targets) == pytest.approx(2 / 3)
+    assert extraction_score(["Velvet Orskyish"], targets) == 0.0  # whole words only
+
+
+def test_prompt_injection_against_a_guard():
+    recs = people_records()
+    guard = LeakyGuard(LookupLM(recs), PEOPLE, NoOptions())
+    out = run_attacks(guard, recs, ["plain", "prompt_injection"], seed=0)
+    inj = out["attacks"]["prompt_injection"]
+    prompts = PromptInjection().build(seed=0)
+    asked_for_instructions = any("instructions" in p.lower() for p in prompts)
+    assert inj["leak_rate"] == pytest.approx(2 / 3 if asked_for_instructions else 0.0)
+    assert inj["n"] == len(INJECTIONS) and inj["n_targets"] == 3
+    assert out["attacks"]["plain"]["leak_rate"] == 0.0  # the guard refuses the plain questions
+    assert out["family"] == "guard"
+    # on a model that is not a guard the attack does not apply
+    plain = run_attacks(LookupLM(recs), recs, ["prompt_injection"])
+    assert plain["attacks"]["prompt_injection"]["skipped"] and "not a guard" in plain["attacks"]["prompt_injection"]["reason"]
+
+
+# -- run_attacks end to end ------------------------------------------------------------------------
+def test_run_attacks_scores_each_attack():
+    recs = people_records()
+    lm = LookupLM(recs)
+    out = run_attacks(lm, recs, ["plain", "target_masking", "role_play", "paraphrase", "relearning", "many_shot"],
+                      retain_records=RETAIN, context_limit=2000, max_new_tokens=8)
+    a = out["attacks"]
+    assert a["plain"]["leak_rate"] == 1.0 and a["plain"]["n"] == len(recs)
+    assert a["role_play"]["leak_rate"] == 1.0  # the question is inside the template
+    assert a["many_shot"]["leak_rate"] == 1.0 and a["many_shot"]["mean_shots"] > 1
+    assert a["target_masking"]["leak_rate"] == 0.0  # the lookup model needs the exact question
+    assert a["paraphrase"]["n"] == 3 and a["paraphrase"]["leak_rate"] == 0.0
+    assert a["relearning"]["skipped"] and "weight" in a["relearning"]["reason"]
+    assert out["kind"] == "attacks" and out["n_records"] == len(recs)
+
+
+# -- relearning ------------------------------------------------------------------------------------
+def test_split_forget_is_seeded_and_disjoint():
+    recs = people_records()
+    tr, held = split_forget(recs, 0.5, seed=0)
+    assert len(tr) == 4 or len(tr) == 5
+    assert not set(r.question for r in tr) & set(r.question for r in held)
+    assert len(tr) + len(held) == len(recs)
+    assert split_forget(recs, 0.5, seed=0) == (tr, held)
+    assert split_forget(recs, 0.5, seed=1) != (tr, held)
+    with pytest.raises(AttackSkipped):
+        split_forget(recs[:1], 0.5, 0)
+
+
+def test_relearning_on_the_tiny_model(tiny_target, simple_task):
+    import tempfile
+
+    import torch
+
+    from unlearnkit.methods.grad_ascent import GradAscent
+    from unlearnkit.training.config import TrainConfig
+    from unlearnkit.training.loop import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:  # an "unlearned" model: gradient ascent on the forget set
+        forgot = Trainer(GradAscent(), tiny_target, simple_task.forget, None,
+                         TrainConfig(lr=5e-3, max_steps=6, batch_size=6, warmup_ratio=0.0), tmp).run()
+    before_weights = [p.detach().clone() for p in forgot.model.parameters()]
+    out = run_attacks(forgot, simple_task.forget, ["relearning"], max_new_tokens=12,
+                      options={"relearning": {"steps": 8, "lr": 1e-2}})
+    res = out["attacks"]["relearning"]
+    assert res["skipped"] is False
+    assert res["n"] + res["n_train"] == len(simple_task.forget)
+    for part in ("before", "after"):
+        assert 0.0 <= res[part]["keyword_accuracy"] <= 1.0
+        assert 0.0 < res[part]["answer_prob"] <= 1.0
+    # fine-tuning on half the forget set brings the other half back
+    assert res["after"]["answer_prob"] > res["before"]["answer_prob"]
+    assert res["recovery"]["answer_prob"] == pytest.approx(res["after"]["answer_prob"] - res["before"]["answer_prob"])
+    # the attacked model itself is unchanged
+    assert all(torch.equal(a, b) for a, b in zip(before_weights, forgot.model.parameters()))
+
+
+def _ctx(model, retain, **kw):
+    from unlearnkit.attacks.base import AttackContext
+
+    return AttackContext(model=model, retain_records=retain, **kw)
+
+
+def test_relearning_build_marks_the_held_out_half():
+    recs = people_records()
+    prompts = Relearning().build(recs, seed=0)
+    _, held = split_forget(recs, 0.5, 0)
+    assert [p for p in prompts if p] == [r.question for r in held]
