@@ -31,3 +31,19 @@ def test_missing_model_path_is_a_clear_error(tmp_path, tiny_data_dir):
     assert result.exit_code == 2
     assert "does not exist" in result.output
     assert not (tmp_path / "r.json").exists()
+
+
+def test_attack_then_report_from_the_command_line(tmp_path, tiny_data_dir):
+    out = tmp_path / "attacks.json"
+    result = runner.invoke(app, ["attack", "--model", "tiny", "--data", str(tiny_data_dir), "--attacks",
+                                 "plain,paraphrase,many_shot", "--max-new-tokens", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    import json
+
+    attacks = json.loads(out.read_text())["attacks"]
+    assert set(attacks) == {"plain", "paraphrase", "many_shot"}
+    assert all(0.0 <= a["leak_rate"] <= 1.0 for a in attacks.values())
+    html = tmp_path / "r.html"
+    result = runner.invoke(app, ["report", str(out), "--out", str(html)])
+    assert result.exit_code == 0, result.output
+    assert "data:image/png;base64," in html.read_text() and (tmp_path / "r.md").is_file()

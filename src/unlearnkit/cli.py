@@ -174,9 +174,7 @@ def evaluate(
         from unlearnkit.models import load_model
         from unlearnkit.reports.summary import print_summary
 
-        spec = model
-        if spec and (Path(spec) / "model" / "config.json").is_file():
-            spec = str(Path(spec) / "model")
+        spec = _model_path(model)
         task = load_task(_data_dir(data), forget=forget, eval_limit=eval_limit)
         ref = read_json(reference) if reference else None
         lm = load_model(spec)
@@ -241,6 +239,98 @@ def serve(
                  prompt_filter=prompt_filter)
 
     _run(go)
+
+
+@app.command()
+def attack(
+    out: Annotated[Path, typer.Option(help="result JSON file")],
+    model: ModelOpt = None,
+    data: DataOpt = "builtin",
+    forget: ForgetOpt = None,
+    attacks: Annotated[Optional[str], typer.Option(help="comma-separated attacks (default: every one that applies)")] = None,
+    translator: Annotated[Optional[str], typer.Option(help="model used to translate questions for other-language attacks")] = None,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+):
+    """Attack a model or guard (paraphrase, many-shot, masking, languages, jailbreaks, injection, relearning)."""
+
+    def go():
+        from unlearnkit.attacks import run_attacks
+        from unlearnkit.attacks.base import summary_table
+        from unlearnkit.data import load_task
+        from unlearnkit.io import write_json_atomic
+        from unlearnkit.models import load_model
+
+        task = load_task(_data_dir(data), forget=forget)
+        lm = load_model(_model_path(model))
+        names = [a.strip() for a in attacks.split(",")] if attacks else None
+        result = run_attacks(lm, task.forget, names, task.retain, seed=seed, max_new_tokens=max_new_tokens,
+                             translator=load_model(translator) if translator else None)
+        write_json_atomic(out, result)
+        _print_rows(summary_table(result), "attacks")
+        console.print(f"written: {out}")
+
+    _run(go)
+
+
+@app.command()
+def scale(
+    method: Annotated[str, typer.Option("--method", help="method name")],
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/scale"),
+    model: ModelOpt = None,
+    sizes: Annotated[str, typer.Option(help="numbers of targets")] = "1,10,100,1000",
+    sequential: Annotated[bool, typer.Option(help="apply the requests one after another (continual unlearning)")] = False,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="method option key=value")] = None,
+):
+    """Unlearn 1, 10, 100, 1000 built-in people and report forget, utility and cost at each size."""
+
+    def go():
+        from unlearnkit.methods.registry import build_method
+        from unlearnkit.models import load_model
+        from unlearnkit.workflows.scale import ScaleConfig, run_builtin_scale
+
+        cfg = ScaleConfig(sizes=tuple(int(x) for x in sizes.split(",")), sequential=sequential)
+        run_builtin_scale(load_model(_model_path(model)), build_method(method, _parse_opts(opt or [])), config=cfg,
+                          out_dir=out, method_name=method)
+        console.print(f"written: {out / 'scale.json'}")
+
+    _run(go)
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="result JSON files (eval, demo results.json, attack, scale)")],
+    out: Annotated[Path, typer.Option(help="HTML file to write (a Markdown summary goes beside it)")] = Path("report.html"),
+):
+    """One HTML page with plots (and a Markdown summary) from the JSON results of any runs."""
+
+    def go():
+        from unlearnkit.reports.html import write_report
+
+        write_report([str(p) for p in results], out, out.with_suffix(".md"))
+        console.print(f"written: {out}, {out.with_suffix('.md')}")
+
+    _run(go)
+
+
+def _model_path(spec: str | None) -> str | None:
+    """A run directory of a weight method holds its model in ``model/``."""
+    if spec and (Path(spec) / "model" / "config.json").is_file():
+        return str(Path(spec) / "model")
+    return spec
+
+
+def _print_rows(rows: list[dict], title: str) -> None:
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(str(key))
+    for row in rows:
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover

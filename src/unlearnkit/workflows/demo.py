@@ -99,6 +99,9 @@ def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, c
     write_json_atomic(out_dir / "results.json", summary)
     write_text_atomic(out_dir / "results.md", "# unlearnkit demo\n\n" + markdown_table(rows)
                       + f"\nTotal wall time: {summary['seconds']:.0f} s. Per-example values: `*/eval.json`.\n")
-    console.print(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'} "
+    from unlearnkit.reports.html import write_report
+
+    write_report([out_dir / "results.json"], out_dir / "report.html", None)
+    console.print(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'report.html'} "
                   f"({summary['seconds']:.0f} s in all)")
     return summary
