@@ -39,6 +39,7 @@ def unlearn(model, task, method, train: TrainConfig, out_dir: str | Path, model_
     result = method.apply(model, task, out_dir, train)
     seconds = time.perf_counter() - t0
     if method.family == "weights":
+        result.name = method.name
         result.save(out_dir / "model")
         saved = out_dir / "model"
     else:
