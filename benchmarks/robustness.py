@@ -31,19 +31,6 @@ from pathlib import Path
 CANDIDATE_METHODS = ("grad_diff", "npo", "blur", "grin", "eco", "alu")
 
 
-def import_data(retries: int = 30, wait: float = 20.0):
-    """The data module may be mid-rewrite by a teammate: wait and retry a failing import."""
-    for attempt in range(retries):
-        try:
-            from unlearnkit.data import builtin_benchmark_dir, generate_benchmark, load_split, load_task
-
-            return builtin_benchmark_dir, generate_benchmark, load_split, load_task
-        except ImportError as exc:
-            if attempt == retries - 1:
-                raise
-            print(f"[robustness] unlearnkit.data not importable yet ({exc}); retrying in {wait:.0f} s", file=sys.stderr)
-            time.sleep(wait)
-    raise RuntimeError("unreachable")
 
 
 def available_methods(names) -> list[str]:
@@ -87,7 +74,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=Path("runs/robustness"))
     args = ap.parse_args(argv)
 
-    builtin_benchmark_dir, _, load_split, load_task = import_data()
+    from unlearnkit.data import builtin_benchmark_dir, load_split, load_task
     from unlearnkit.attacks import run_attacks
     from unlearnkit.evaluation.tofu import EvalConfig
     from unlearnkit.io import write_json_atomic

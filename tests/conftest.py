@@ -12,6 +12,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TOFU_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
 
 
+def make_scores(logprobs, mu=None, sigma=None, match=None):
+    """A hand-built AnswerScores (defaults: mu 0, sigma 1, every argmax matching)."""
+    import numpy as np
+
+    from unlearnkit.models.scores import AnswerScores
+
+    lp = np.asarray(logprobs, dtype=float)
+    return AnswerScores(
+        logprobs=lp,
+        mu=np.asarray(mu if mu is not None else np.zeros_like(lp), dtype=float),
+        sigma=np.asarray(sigma if sigma is not None else np.ones_like(lp), dtype=float),
+        argmax_match=np.asarray(match if match is not None else np.ones(lp.shape, dtype=bool), dtype=bool),
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_lm():
     from unlearnkit.models.tiny import load_tiny

@@ -5,22 +5,12 @@ from __future__ import annotations
 import math
 import zlib
 
-import numpy as np
 import pytest
 
 from unlearnkit.evaluation import mia
-from unlearnkit.models.scores import AnswerScores
+from conftest import make_scores  # noqa: E402
 
 
-def make_scores(logprobs, mu=None, sigma=None, match=None) -> AnswerScores:
-    """A hand-built AnswerScores (defaults: mu 0, sigma 1, every argmax matching)."""
-    lp = np.asarray(logprobs, dtype=float)
-    return AnswerScores(
-        logprobs=lp,
-        mu=np.asarray(mu if mu is not None else np.zeros_like(lp), dtype=float),
-        sigma=np.asarray(sigma if sigma is not None else np.ones_like(lp), dtype=float),
-        argmax_match=np.asarray(match if match is not None else np.ones(lp.shape, dtype=bool), dtype=bool),
-    )
 
 # 5 tokens; NLL = (0.1 + 2.0 + 0.5 + 3.0 + 1.0) / 5 = 6.6 / 5 = 1.32
 FIVE = make_scores([-0.1, -2.0, -0.5, -3.0, -1.0])

@@ -20,18 +20,9 @@ from unlearnkit.evaluation.keywords import (
     keyword_spans,
 )
 from unlearnkit.evaluation.rouge import mean_rouge_l_f1, mean_rouge_l_recall, rouge_l_f1, rouge_l_recall
-from unlearnkit.models.scores import AnswerScores
+from conftest import make_scores  # noqa: E402
 
 
-def make_scores(logprobs, mu=None, sigma=None, match=None) -> AnswerScores:
-    """A hand-built AnswerScores (defaults: mu 0, sigma 1, every argmax matching)."""
-    lp = np.asarray(logprobs, dtype=float)
-    return AnswerScores(
-        logprobs=lp,
-        mu=np.asarray(mu if mu is not None else np.zeros_like(lp), dtype=float),
-        sigma=np.asarray(sigma if sigma is not None else np.ones_like(lp), dtype=float),
-        argmax_match=np.asarray(match if match is not None else np.ones(lp.shape, dtype=bool), dtype=bool),
-    )
 
 T, F = True, False
 

@@ -16,18 +16,9 @@ from unlearnkit.evaluation.truth_ratio import (
     truth_ratio,
 )
 from unlearnkit.evaluation.utility import UTILITY_KEYS, model_utility
-from unlearnkit.models.scores import AnswerScores
+from conftest import make_scores  # noqa: E402
 
 
-def make_scores(logprobs, mu=None, sigma=None, match=None) -> AnswerScores:
-    """A hand-built AnswerScores (defaults: mu 0, sigma 1, every argmax matching)."""
-    lp = np.asarray(logprobs, dtype=float)
-    return AnswerScores(
-        logprobs=lp,
-        mu=np.asarray(mu if mu is not None else np.zeros_like(lp), dtype=float),
-        sigma=np.asarray(sigma if sigma is not None else np.ones_like(lp), dtype=float),
-        argmax_match=np.asarray(match if match is not None else np.ones(lp.shape, dtype=bool), dtype=bool),
-    )
 
 
 # --- truth ratio -------------------------------------------------------------------------
