@@ -112,6 +112,9 @@ class WeightEditingMethod(UnlearningMethod):
     def after_backward(self, ctx: TrainContext) -> None:
         """Edit gradients before clipping and the optimizer step (e.g. masks)."""
 
+    def after_step(self, ctx: TrainContext) -> None:
+        """Edit weights right after each optimizer step (e.g. undo weight decay outside a mask)."""
+
 
 def _convert(raw: str, default: Any, key: str) -> Any:
     try:

@@ -12,6 +12,9 @@ METHODS: dict[str, str] = {
     "grad_diff": "unlearnkit.methods.grad_diff:GradDiff",
     "npo": "unlearnkit.methods.npo:NPO",
     "simnpo": "unlearnkit.methods.simnpo:SimNPO",
+    "rmu": "unlearnkit.methods.rmu:RMU",
+    "blur": "unlearnkit.methods.blur:BLUR",
+    "grin": "unlearnkit.methods.grin:GRIN",
     "prompting": "unlearnkit.methods.prompting:Prompting",
 }
 

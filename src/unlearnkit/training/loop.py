@@ -113,6 +113,7 @@ class Trainer:
                 ctx.check_finite(norm, "gradient norm")
                 logs["grad_norm"] = float(norm)
             optimizer.step()
+            self.method.after_step(ctx)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             logs.update(step=step + 1, lr=scheduler.get_last_lr()[0])
