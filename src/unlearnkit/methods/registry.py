@@ -16,6 +16,7 @@ METHODS: dict[str, str] = {
     "blur": "unlearnkit.methods.blur:BLUR",
     "grin": "unlearnkit.methods.grin:GRIN",
     "prompting": "unlearnkit.methods.prompting:Prompting",
+    "eco": "unlearnkit.methods.eco:ECO",
 }
 
 ALIASES = {"ga": "grad_ascent", "gradascent": "grad_ascent", "graddiff": "grad_diff", "gd": "grad_diff"}

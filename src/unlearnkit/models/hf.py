@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -139,6 +140,8 @@ class HFLanguageModel(LanguageModel):
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = torch.tensor(r)
                 mask[j, : len(r)] = 1
+            self._notify_batch(kind="score", indices=idx, prompt_lengths=[len(encoded[i][0]) for i in idx],
+                               input_ids=ids, padding="right")
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             for j, i in enumerate(idx):
                 n_prompt, n_answer = len(encoded[i][0]), len(encoded[i][1])
@@ -174,6 +177,8 @@ class HFLanguageModel(LanguageModel):
             for idx in _batches(order, batch_size):
                 batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
                             add_special_tokens=not chat).to(self.device)
+                self._notify_batch(kind="generate", indices=idx, prompt_lengths=[lengths[i] for i in idx],
+                                   input_ids=batch["input_ids"], padding="left")
                 gen = self.model.generate(**batch, **kwargs)
                 new = gen[:, batch["input_ids"].shape[1]:]
                 for j, i in enumerate(idx):
@@ -183,6 +188,33 @@ class HFLanguageModel(LanguageModel):
             tok.padding_side = old_side
             bar.close()
         return out
+
+    # -- extension point for guards that hook the model ---------------------------
+    @contextlib.contextmanager
+    def observe_batches(self, callback):
+        """Call ``callback(info)`` before each forward batch that ``score``/``generate`` run in this thread.
+
+        ``info`` is a dict: ``kind`` ("score" or "generate"), ``indices`` (each row's position in
+        the call's prompt list), ``prompt_lengths`` (prompt tokens per row), ``input_ids`` (the
+        batch) and ``padding`` ("right": prompt at positions 0..len-1, the answer after it;
+        "left": prompt at the last len positions). Hooks on the model (ECO) use it to find
+        each row's prompt tokens.
+        """
+        entry = (threading.get_ident(), callback)
+        observers = self.__dict__.setdefault("_batch_observers", [])
+        observers.append(entry)
+        try:
+            yield
+        finally:
+            observers.remove(entry)
+
+    def _notify_batch(self, **info) -> None:
+        observers = self.__dict__.get("_batch_observers")
+        if observers:
+            me = threading.get_ident()
+            for owner, callback in list(observers):
+                if owner == me:
+                    callback(info)
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

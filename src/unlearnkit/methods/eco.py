@@ -1,0 +1,483 @@
+"""ECO — Embedding-COrrupted prompts (Liu et al., 2024): an inference-time unlearning guard.
+
+The model's weights never change. For every prompt:
+
+1. a **prompt classifier** (``eco_classifier``) decides from the last user message whether
+   it touches a forget target: ``p(forget|x) > τ`` (τ fixed or split-conformal
+   calibrated), or (option ``name_match``, on by default; not in the paper) the message
+   names a target;
+2. unflagged prompts go to the bare model untouched (bit-for-bit its own scores and
+   generations);
+3. flagged prompts run with a forward hook on the input embedding layer that corrupts
+   the embeddings of the selected prompt tokens (``eco_corruption``: the targets' entity
+   tokens, or every prompt token but the last), on prefill only, never the answer of a
+   scored pair;
+4. the corruption strength σ is found offline by zeroth-order search (``eco_sigma``)
+   toward what a model that never saw the data scores.
+
+Targets change at run time: ``add_targets``/``remove_targets`` retrain only the
+classifier (seconds). Positives are the targets' forget prompts (questions and
+paraphrased questions from the forget split, when the targets came from it) plus prompts
+naming each target and its facts; negatives are retain prompts plus a built-in set of
+general questions. A guard directory holds ``guard.json``, ``eco_classifier.npz``
+(numpy arrays only), ``eco_state.json`` (σ, training prompts) and ``eco_sigma.json``
+(the σ search log).
+
+Where this departs from the paper (all exposed as options): the classifier is a small
+head on sentence or LLM embeddings instead of a fine-tuned roberta; the entity tokens
+are the targets' names/aliases/name parts/key fact terms found in the prompt (the
+reference runs a NER tagger over the prompt), falling back to all tokens when none is
+found; the default σ target is the bare model's score on the holdout split (the paper
+uses the retain model's score, which ``sigma_target`` accepts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unlearnkit.data.targets import Target, as_target, targets_from_records
+from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.io import read_json, write_json_atomic
+from unlearnkit.methods.base import option
+from unlearnkit.methods.eco_classifier import (CLASSIFIER_FILE, ENCODERS, HEADS, PromptClassifier, make_encoder)
+from unlearnkit.methods.eco_corruption import (CORRUPTIONS, SELECTIONS, USES_SIGMA, EmbeddingCorruptor, PromptPlan,
+                                               compile_terms, find_spans, select_positions, target_terms)
+from unlearnkit.methods.eco_sigma import (SIGMA_FILE, SIGMA_METRICS, SigmaSearch, has_truth_ratio_fields,
+                                          metric_of_scores, zeroth_order_search)
+from unlearnkit.methods.guards import Guard, GuardMethod
+from unlearnkit.models.base import LanguageModel, last_user_message
+
+STATE_FILE = "eco_state.json"
+
+# Everyday questions: negatives that keep "Who is X?"-shaped prompts about anyone else unflagged.
+GENERIC_QUESTIONS = (
+    "What is the capital of Australia?", "How many legs does a spider have?", "Who painted the Mona Lisa?",
+    "What is photosynthesis?", "How do I boil an egg?", "What is the tallest mountain in the world?",
+    "Who was Albert Einstein?", "Tell me about the Roman Empire.", "What does a cardiologist do?",
+    "How far is the Moon from the Earth?", "What is the speed of light?", "Who discovered penicillin?",
+    "Write a short poem about autumn.", "What is 17 times 23?", "How do vaccines work?",
+    "What language is spoken in Brazil?", "Who was the first person to walk on the Moon?",
+    "Explain what a black hole is.", "What is the difference between weather and climate?",
+    "Give me three tips for a job interview.", "Who composed the Moonlight Sonata?",
+    "What is the population of Canada?", "How do I reverse a list in Python?", "What causes earthquakes?",
+    "Who is the author of 'The Old Man and the Sea'?", "What year did World War II end?",
+    "What is the main ingredient of guacamole?", "Tell me about Marie Curie.", "Where was Nelson Mandela born?",
+    "What genre of books did Agatha Christie write?", "Which award did Toni Morrison win?",
+    "What is a haiku?", "Summarise the plot of Hamlet.", "What is the largest ocean on Earth?",
+    "How does a refrigerator keep food cold?", "What is the boiling point of water in Fahrenheit?",
+    "Who invented the telephone?", "What is machine learning?", "Name a famous novel by Charles Dickens.",
+    "What are the primary colours?", "How many days are there in a leap year?", "Who was Frida Kahlo?",
+    "What is the currency of Japan?", "How do bees make honey?", "What is the square root of 144?",
+    "Recommend a good book for a long flight.", "What do pandas eat?", "In which year was the Eiffel Tower built?",
+    "What is the theme of George Orwell's '1984'?", "Where was Gabriel Garcia Marquez born?",
+    "Hello! How are you today?", "Can you help me plan a birthday party?", "What is the chemical formula of water?",
+    "Who wrote the Odyssey?", "What are the rules of chess?", "Translate 'good morning' into Spanish.",
+    "What is inflation?", "Describe the water cycle.", "Which planet is known as the Red Planet?",
+    "What did Isaac Newton discover?",
+)
+
+# Real-world names swapped into forget prompts to make hard negatives: the same question about
+# someone else must not be flagged, so the classifier learns the target, not the question template.
+SWAP_NAMES = (
+    "James Miller", "Aiko Tanaka", "Carlos Mendoza", "Fatima Zahra", "Oliver Schmidt", "Priya Raman",
+    "Lucas Moreau", "Mei Lin", "Ahmed Hassan", "Sofia Rossi", "Daniel Kowalski", "Amara Okafor",
+    "Henrik Larsen", "Isabel Cortez", "Tomasz Nowak", "Grace Thompson", "Kenji Watanabe", "Elena Petrova",
+    "Samuel Adeyemi", "Chloe Dubois", "Rafael Silva", "Hannah Becker", "Arjun Mehta", "Laura Jensen",
+)
+
+# Prompts naming a target, so a target added by name alone still has positives.
+TARGET_TEMPLATES = ("Who is {name}?", "Tell me about {name}.", "What do you know about {name}?",
+                    "What is {name} known for?", "Give me some facts about {name}.")
+
+
+@dataclass
+class ECOOptions:
+    encoder: str = option("minilm", "prompt-classifier encoder: minilm (all-MiniLM-L6-v2), llm (the target model's "
+                                    "mean-pooled hidden states) or hashing (lexical, no model)")
+    head: str = option("logistic", "classifier head: logistic (class-balanced logistic regression) or mlp")
+    c: float = option(1.0, "inverse regularisation strength of the head")
+    threshold: float = option(0.5, "flag a prompt when p(forget|prompt) > threshold (unless conformal_fnr > 0)")
+    conformal_fnr: float = option(0.0, "if > 0: calibrate the threshold by split conformal prediction to this "
+                                        "false-negative rate on held-out forget prompts")
+    calibration_fraction: float = option(0.3, "share of forget prompt groups held out for conformal calibration")
+    name_match: bool = option(True, "also flag any prompt naming a target or alias (case- and spacing-insensitive; "
+                                    "not in the paper)")
+    llm_layer: float = option(0.5, "encoder=llm: relative depth (0, 1] of the pooled hidden states")
+    max_negatives: int = option(2000, "retain prompts used as classifier negatives at most (seeded sample)")
+    swap_negatives: int = option(2, "hard negatives per forget prompt naming a target: the same prompt with the "
+                                     "name replaced by another person's (0 = off; not in the paper)")
+    token_selection: str = option("entity", "tokens to corrupt: entity (the targets' names/aliases/key terms in "
+                                            "the prompt) or all (every prompt token but the last)")
+    entity_fallback: bool = option(True, "entity mode: corrupt all prompt tokens but the last when a flagged prompt "
+                                         "contains no target term")
+    corruption: str = option("rand_noise_first_n", "rand_noise_first_n | rand_noise_top_k | zero_out_top_k | "
+                                                   "flip_sign_top_k")
+    n: int = option(1, "rand_noise_first_n: number of leading embedding dims that get noise")
+    k: int = option(8, "*_top_k: number of largest-magnitude embedding dims changed")
+    sigma: float = option(1.0, "noise standard deviation σ (the initial value when sigma_search is on)")
+    sigma_search: bool = option(True, "tune σ by zeroth-order search on the forget set when unlearning")
+    sigma_metric: str = option("prob", "σ search metric: prob (mean normalised answer probability on the forget "
+                                       "set: monotone in σ) or truth_ratio (forget truth-ratio score; falls back "
+                                       "to prob when the records lack perturbed answers)")
+    sigma_target: float = option(-1.0, "value of the metric to reach; < 0 = the bare model's value on the holdout "
+                                       "split (questions it never saw)")
+    sigma_steps: int = option(10, "σ search steps")
+    sigma_lr: float = option(10.0, "σ search learning rate")
+    sigma_eps: float = option(0.5, "σ search central-difference half-width ε")
+    sigma_min: float = option(0.1, "lower bound of σ during the search")
+    sigma_tol: float = option(0.02, "stop the σ search once |metric − target| <= tol")
+    seed: int = option(0, "seed of the noise, the classifier and the negative sample")
+
+
+def check_options(o: ECOOptions) -> None:
+    def bad(msg: str):
+        raise ConfigError(f"ECO option {msg}")
+
+    if o.encoder.lower() not in ENCODERS:
+        bad(f"encoder must be one of {', '.join(ENCODERS)}, got '{o.encoder}'")
+    if o.head.lower() not in HEADS:
+        bad(f"head must be one of {', '.join(HEADS)}, got '{o.head}'")
+    if not o.c > 0:
+        bad(f"c must be > 0, got {o.c}")
+    if not 0.0 <= o.threshold < 1.0:
+        bad(f"threshold must be in [0, 1), got {o.threshold}")
+    if not 0.0 <= o.conformal_fnr < 1.0:
+        bad(f"conformal_fnr must be in [0, 1) (0 = off), got {o.conformal_fnr}")
+    if not 0.0 < o.calibration_fraction < 1.0:
+        bad(f"calibration_fraction must be in (0, 1), got {o.calibration_fraction}")
+    if not 0.0 < o.llm_layer <= 1.0:
+        bad(f"llm_layer is a relative depth in (0, 1], got {o.llm_layer}")
+    if o.max_negatives < 1:
+        bad(f"max_negatives must be >= 1, got {o.max_negatives}")
+    if o.swap_negatives < 0:
+        bad(f"swap_negatives must be >= 0, got {o.swap_negatives}")
+    if o.token_selection not in SELECTIONS:
+        bad(f"token_selection must be one of {', '.join(SELECTIONS)}, got '{o.token_selection}'")
+    if o.corruption not in CORRUPTIONS:
+        bad(f"corruption must be one of {', '.join(CORRUPTIONS)}, got '{o.corruption}'")
+    if o.n < 1 or o.k < 1:
+        bad(f"n and k must be >= 1, got n={o.n}, k={o.k}")
+    if not (o.sigma >= 0 and np.isfinite(o.sigma)):
+        bad(f"sigma must be a finite number >= 0, got {o.sigma}")
+    if o.sigma_metric not in SIGMA_METRICS:
+        bad(f"sigma_metric must be one of {', '.join(SIGMA_METRICS)}, got '{o.sigma_metric}'")
+    if o.sigma_steps < 0:
+        bad(f"sigma_steps must be >= 0, got {o.sigma_steps}")
+    if not (o.sigma_lr > 0 and o.sigma_eps > 0 and o.sigma_min >= 0 and o.sigma_tol >= 0):
+        bad("sigma_lr and sigma_eps must be > 0, sigma_min and sigma_tol >= 0")
+
+
+def _is_hf(model) -> bool:
+    return all(hasattr(model, a) for a in ("model", "tokenizer", "prompt_ids", "prompt_text", "observe_batches"))
+
+
+class ECOGuard(Guard):
+    """Classify, then answer unflagged prompts with the bare model and flagged ones with corrupted embeddings."""
+
+    method = "eco"
+
+    def __init__(self, base: LanguageModel, targets: list, options: ECOOptions, *,
+                 examples: dict[str, list[list[str]]] | None = None, negatives: Sequence[str] = (),
+                 classifier_file: Path | None = None, sigma: float | None = None, sigma_log: dict | None = None,
+                 embedding_cache: dict | None = None):
+        if not _is_hf(base):
+            raise ConfigError(f"ECO corrupts input embeddings, so it needs a local transformers model; "
+                              f"'{getattr(base, 'name', base)}' is a {type(base).__name__}")
+        check_options(options)
+        self.options = options
+        self._ready = False
+        self.examples: dict[str, list[list[str]]] = {k: [list(g) for g in v] for k, v in (examples or {}).items()}
+        self.negatives = list(dict.fromkeys(negatives))
+        self.sigma = float(options.sigma if sigma is None else sigma)
+        self.sigma_log = sigma_log
+        self.last_flags: list[bool] = []
+        self.last_probs: list[float] = []
+        self._lock = threading.RLock()
+        self._encoder = make_encoder(options.encoder, base, options.llm_layer)
+        self.classifier = self._new_classifier()
+        if embedding_cache is not None:  # share encoded training prompts between guards (benchmarks)
+            self.classifier._cache = embedding_cache
+        super().__init__(base, targets, options)
+        self._ready = True
+        self._refresh_terms()
+        if classifier_file is not None and Path(classifier_file).is_file():
+            self.classifier.load(classifier_file)
+        else:
+            self.retrain()
+
+    # -- targets -------------------------------------------------------------------------
+    def _new_classifier(self) -> PromptClassifier:
+        o = self.options
+        return PromptClassifier(self._encoder, o.head.lower(), o.c, 64, o.threshold, o.conformal_fnr,
+                                o.calibration_fraction, o.seed)
+
+    def add_targets(self, targets: list, examples: dict[str, list[list[str]]] | None = None) -> None:
+        """Add targets (and, optionally, forget prompts per target name); retrains the classifier only."""
+        with self._lock:
+            targets = [as_target(t) for t in targets]
+            super().add_targets(targets)
+            for name, groups in (examples or {}).items():
+                self.examples.setdefault(name, []).extend([list(g) for g in groups])
+            if self._ready:
+                self._refresh_terms()
+                self.retrain()
+
+    def remove_targets(self, names: list) -> None:
+        with self._lock:
+            super().remove_targets(names)
+            keep = set(self.target_names)
+            self.examples = {k: v for k, v in self.examples.items() if k in keep}
+            self._refresh_terms()
+            self.retrain()
+
+    def _refresh_terms(self) -> None:
+        self._entity_patterns = compile_terms(target_terms(self.targets))
+        self._name_patterns = compile_terms(n for t in self.targets for n in t.names)
+
+    def positive_groups(self) -> list[list[str]]:
+        groups: list[list[str]] = []
+        for t in self.targets:
+            groups.extend(self.examples.get(t.name, []))
+            for name in t.names:
+                groups.extend([[tpl.format(name=name)] for tpl in TARGET_TEMPLATES])
+            groups.extend([[f] for f in t.facts if f.strip()])
+            if t.description.strip():
+                groups.append([t.description])
+        return groups
+
+    def swapped_negatives(self, groups: list[list[str]]) -> list[str]:
+        """Positive prompts that name a target, with the name replaced by someone else's.
+
+        Per prompt: ``swap_negatives`` whole-name swaps, and for a multi-word name one swap of
+        its first word and one of its last (a namesake is someone else too).
+        """
+        if self.options.swap_negatives <= 0:
+            return []
+        rng = random.Random(self.options.seed)
+        taken = {n.casefold() for t in self.targets for n in t.names}
+        pool = [n for n in SWAP_NAMES if n.casefold() not in taken]
+        firsts, lasts = [n.split()[0] for n in pool], [n.split()[-1] for n in pool]
+        out = []
+        for text in (t for g in groups for t in g):
+            spans = sorted(find_spans(text, self._name_patterns), key=lambda sp: (sp[0], -sp[1]))
+            if not spans:
+                continue
+            replacements = [lambda _m, n=n: n for n in rng.sample(pool, min(self.options.swap_negatives, len(pool)))]
+            first, last = rng.choice(firsts), rng.choice(lasts)
+            replacements += [lambda m, f=first: " ".join([f, *m.split()[1:]]),
+                             lambda m, la=last: " ".join([*m.split()[:-1], la])]
+            for replace_fn in replacements:
+                pieces, end = [], 0
+                for start, stop in spans:
+                    if start >= end:
+                        pieces.append(text[end:start] + replace_fn(text[start:stop]))
+                        end = stop
+                swapped = "".join(pieces) + text[end:]
+                if swapped != text and not find_spans(swapped, self._name_patterns):
+                    out.append(swapped)
+        return list(dict.fromkeys(out))
+
+    def retrain(self) -> dict:
+        """Re-fit the classifier on the current targets (no model weights are touched)."""
+        with self._lock:
+            clf = self._new_classifier()
+            clf._cache = self.classifier._cache  # keep embeddings of unchanged training prompts
+            if self.targets:
+                groups = self.positive_groups()
+                negatives = list(self.negatives) + list(GENERIC_QUESTIONS) + self.swapped_negatives(groups)
+                stats = clf.fit(groups, negatives)
+            else:
+                stats = {"positives": 0, "note": "no targets: nothing is flagged"}
+            self.classifier = clf
+            return stats
+
+    # -- classification ------------------------------------------------------------------
+    def classify(self, prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flags, p(forget), name hits) of each prompt's last user message."""
+        texts = [last_user_message(p) for p in prompts]
+        clf = self.classifier
+        names = np.zeros(len(texts), dtype=bool)
+        if not self.targets:
+            return names, np.zeros(len(texts)), names
+        probs = clf.scores(texts)  # zeros while untrained
+        if self.options.name_match:
+            names = np.array([bool(find_spans(t, self._name_patterns)) for t in texts], dtype=bool)
+        return (probs > clf.threshold) | names, probs, names
+
+    def flag(self, prompts) -> list[bool]:
+        return [bool(f) for f in self.classify(prompts)[0]]
+
+    # -- corrupted calls -----------------------------------------------------------------
+    def plans(self, prompts, chat: bool = True) -> list[PromptPlan]:
+        o = self.options
+        width = o.n if o.corruption == "rand_noise_first_n" else o.k
+        out = []
+        for p in prompts:
+            ids, pos, how = select_positions(self.base, p, chat, self._entity_patterns, o.token_selection,
+                                             o.entity_fallback)
+            out.append(PromptPlan.make(ids, pos, how, width, o.seed))
+        return out
+
+    def corruptor(self, prompts, chat: bool = True, sigma: float | None = None) -> EmbeddingCorruptor:
+        o = self.options
+        return EmbeddingCorruptor(self.base, self.plans(prompts, chat), o.corruption,
+                                  self.sigma if sigma is None else sigma, o.n, o.k)
+
+    def score_corrupted(self, prompts, answers, *, chat=True, batch_size=16, sigma: float | None = None,
+                        progress=None):
+        """Score as if every prompt were flagged (the σ search uses it)."""
+        with self.corruptor(prompts, chat, sigma):
+            return self.base.score(list(prompts), list(answers), chat=chat, batch_size=batch_size, progress=progress)
+
+    def generate_corrupted(self, prompts, *, chat=True, sigma: float | None = None, **kwargs):
+        with self.corruptor(prompts, chat, sigma):
+            return self.base.generate(list(prompts), chat=chat, **kwargs)
+
+    # -- interface -----------------------------------------------------------------------
+    def _split(self, prompts):
+        flags, probs, _ = self.classify(prompts)
+        self.last_flags, self.last_probs = [bool(f) for f in flags], [float(p) for p in probs]
+        return [i for i, f in enumerate(flags) if not f], [i for i, f in enumerate(flags) if f]
+
+    def score(self, prompts, answers, *, chat=True, batch_size=16, progress=None):
+        if len(prompts) != len(answers):
+            raise ValueError(f"score() got {len(prompts)} prompts but {len(answers)} answers")
+        clean, flagged = self._split(prompts)
+        out = [None] * len(prompts)
+        if clean:
+            res = self.base.score([prompts[i] for i in clean], [answers[i] for i in clean], chat=chat,
+                                  batch_size=batch_size, progress=progress)
+            for i, r in zip(clean, res):
+                out[i] = r
+        if flagged:
+            res = self.score_corrupted([prompts[i] for i in flagged], [answers[i] for i in flagged], chat=chat,
+                                       batch_size=batch_size, progress=progress)
+            for i, r in zip(flagged, res):
+                out[i] = r
+        return out
+
+    def generate(self, prompts, *, chat=True, **kwargs):
+        clean, flagged = self._split(prompts)
+        out = [""] * len(prompts)
+        if clean:
+            for i, r in zip(clean, self.base.generate([prompts[i] for i in clean], chat=chat, **kwargs)):
+                out[i] = r
+        if flagged:
+            for i, r in zip(flagged, self.generate_corrupted([prompts[i] for i in flagged], chat=chat, **kwargs)):
+                out[i] = r
+        return out
+
+    def describe(self) -> dict:
+        o = self.options
+        return {**super().describe(), "encoder": o.encoder, "head": o.head, "threshold": self.classifier.threshold,
+                "token_selection": o.token_selection, "corruption": o.corruption, "sigma": self.sigma}
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path, base_spec: str) -> Path:
+        path = super().save(path, base_spec)
+        self.classifier.save(path / CLASSIFIER_FILE)
+        write_json_atomic(path / STATE_FILE, {"sigma": self.sigma, "examples": self.examples,
+                                              "negatives": self.negatives})
+        if self.sigma_log is not None:
+            write_json_atomic(path / SIGMA_FILE, self.sigma_log)
+        return path
+
+
+def examples_from_records(records) -> dict[str, list[list[str]]]:
+    """Target name -> groups [question, paraphrased question] (names as ``targets_from_records`` gives them)."""
+    records = list(records)
+    by_subject = any(r.subject for r in records)
+    out: dict[str, list[list[str]]] = {}
+    for r in records:
+        name = r.subject if by_subject else r.question
+        if not name:
+            continue
+        group = [r.question] + ([r.paraphrased_question] if r.paraphrased_question else [])
+        out.setdefault(name, []).append(group)
+    return out
+
+
+def negatives_from_records(records, limit: int, seed: int) -> list[str]:
+    texts = list(dict.fromkeys(t for r in records for t in (r.question, r.paraphrased_question) if t))
+    if len(texts) > limit:
+        texts = random.Random(seed).sample(texts, limit)
+    return texts
+
+
+class ECO(GuardMethod):
+    name = "eco"
+    summary = "Embedding-corrupted prompts: a prompt classifier + noise on flagged prompts' embeddings (no weight change)."
+    Options = ECOOptions
+    guard_class = ECOGuard
+
+    def validate(self) -> None:
+        check_options(self.options)
+
+    def apply(self, model, task, out_dir, train):
+        targets = targets_from_records(task.forget)
+        if not targets:
+            raise DataError("ECO needs at least one target: the forget split is empty")
+        o = self.options
+        guard = ECOGuard(model, targets, o, examples=examples_from_records(task.forget),
+                         negatives=negatives_from_records(task.retain, o.max_negatives, o.seed))
+        if o.sigma_search and o.corruption in USES_SIGMA:
+            guard.sigma_log = search_sigma(guard, task)
+            guard.sigma = float(guard.sigma_log["sigma"])
+            if out_dir is not None:
+                write_json_atomic(Path(out_dir) / SIGMA_FILE, guard.sigma_log)
+        return guard
+
+    @classmethod
+    def rebuild(cls, base: LanguageModel, payload: dict, path: Path) -> ECOGuard:
+        path = Path(path)
+        known = {f.name for f in dataclasses.fields(ECOOptions)}
+        options = ECOOptions(**{k: v for k, v in payload.get("options", {}).items() if k in known})
+        state = read_json(path / STATE_FILE) if (path / STATE_FILE).is_file() else {}
+        log = read_json(path / SIGMA_FILE) if (path / SIGMA_FILE).is_file() else None
+        return ECOGuard(base, payload.get("targets", []), options, examples=state.get("examples"),
+                        negatives=state.get("negatives", ()), classifier_file=path / CLASSIFIER_FILE,
+                        sigma=state.get("sigma"), sigma_log=log)
+
+
+def search_sigma(guard: ECOGuard, task, batch_size: int = 16) -> dict:
+    """Run the zeroth-order σ search on ``task``'s forget set (every forget prompt corrupted)."""
+    o = guard.options
+    metric = o.sigma_metric
+    forget = task.forget_eval if has_truth_ratio_fields(task.forget_eval) else task.forget
+    holdout = list(task.holdout or [])
+    note = ""
+    if metric == "truth_ratio" and not (has_truth_ratio_fields(forget) and
+                                        (o.sigma_target >= 0 or has_truth_ratio_fields(holdout))):
+        metric, note = "prob", "truth_ratio needs paraphrased and perturbed answers; used prob"
+    if metric == "prob":
+        forget = task.forget
+    bare = metric_of_scores(metric, forget, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
+    if o.sigma_target >= 0:
+        target, source = float(o.sigma_target), "option sigma_target"
+    elif holdout:
+        target = metric_of_scores(metric, holdout, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
+        source = "bare model on the holdout split"
+    else:
+        return {"sigma": guard.sigma, "metric": metric, "target": None, "reached": False, "log": [],
+                "note": "no holdout split and no sigma_target: kept the initial sigma"}
+
+    def m(sigma: float) -> float:
+        return metric_of_scores(metric, forget, lambda p, a: guard.score_corrupted(p, a, sigma=sigma,
+                                                                                  batch_size=batch_size))
+
+    cfg = SigmaSearch(steps=o.sigma_steps, lr=o.sigma_lr, eps=o.sigma_eps, sigma_min=o.sigma_min, tol=o.sigma_tol)
+    result = zeroth_order_search(m, target, o.sigma, cfg, name=metric)
+    out = result.to_json()
+    out.update(bare_forget_metric=bare, target_source=source, note="; ".join(x for x in (note, result.note) if x),
+               records=len(forget))
+    return out
+
+
+__all__ = ["ECO", "ECOGuard", "ECOOptions", "GENERIC_QUESTIONS", "search_sigma"]

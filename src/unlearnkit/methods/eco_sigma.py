@@ -1,0 +1,150 @@
+"""ECO's σ: zeroth-order search toward the score of a model that never saw the forget data.
+
+Objective ``f(σ) = |m(σ) − target|`` where ``m(σ)`` is a metric of the guarded model on
+the forget set with every forget prompt corrupted at strength σ. Each step::
+
+    g = (m(σ + ε) − m(σ − ε)) / 2ε          # central difference of the metric (σ − ε floored at 0)
+    σ ← max(σ − lr·sign(m(σ) − target)·g, σ_min)
+
+i.e. gradient descent on ``f`` (``sign(m − t)·g`` is its derivative; starting above the
+target, as a forget metric does, it is plain descent on ``m``), for ``steps`` steps (≈10),
+stopping early once the target is reached (``f(σ) <= tol``). A plain step on ``|m − t|``
+does not shrink near the target, so once ``m`` has crossed the target the remaining steps
+narrow the bracket instead (secant, bisection when the secant is not inside it). The σ
+returned is the best evaluated point (smallest ``f``). Metrics (``SIGMA_METRICS``):
+
+* ``truth_ratio``: TOFU's forget truth-ratio score mean(min(R, 1/R)) over the forget
+  records (needs paraphrased and perturbed answers);
+* ``prob``: mean normalised answer probability P̃(a|q) = exp(−mean token NLL).
+
+The default target is the same metric of the *bare* model on the holdout split: people
+or facts the model never saw, i.e. what the retain model would score on the forget set
+(the paper's target is the retain model's own value; pass ``sigma_target`` to use it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from unlearnkit.evaluation.truth_ratio import forget_truth_ratio_score, truth_ratio
+
+SIGMA_METRICS = ("truth_ratio", "prob")
+SIGMA_FILE = "eco_sigma.json"
+
+
+@dataclass
+class SigmaSearch:
+    steps: int = 10
+    lr: float = 1.0
+    eps: float = 0.5
+    sigma_min: float = 0.0
+    tol: float = 0.01
+
+
+@dataclass
+class SearchResult:
+    sigma: float
+    target: float
+    metric: str
+    reached: bool
+    evaluations: int
+    seconds: float
+    log: list[dict] = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def zeroth_order_search(metric: Callable[[float], float], target: float, sigma0: float,
+                        cfg: SigmaSearch | None = None, name: str = "metric") -> SearchResult:
+    """Minimise ``|metric(σ) − target|`` by central differences (see the module docstring)."""
+    cfg = cfg or SigmaSearch()
+    t0 = time.perf_counter()
+    cache: dict[float, float] = {}
+
+    def m(sigma: float) -> float:
+        sigma = float(max(sigma, 0.0))
+        if sigma not in cache:
+            cache[sigma] = float(metric(sigma))
+        return cache[sigma]
+
+    log: list[dict] = []
+    sigma = float(max(sigma0, cfg.sigma_min))
+    best = (math.inf, sigma)
+    reached = False
+    previous: tuple[float, float] | None = None  # (σ, m) of the last gradient step
+    bracket: tuple[tuple[float, float], tuple[float, float]] | None = None  # points on both sides of the target
+
+    def consider(s: float, v: float) -> None:
+        nonlocal best
+        if abs(v - target) < best[0]:
+            best = (abs(v - target), s)
+
+    for step in range(cfg.steps + 1):
+        value = m(sigma)
+        gap = abs(value - target)
+        consider(sigma, value)
+        entry = {"step": step, "sigma": sigma, "metric": value, "gap": gap}
+        log.append(entry)
+        if gap <= cfg.tol:
+            reached = True
+            break
+        if step == cfg.steps:
+            break
+        if bracket is None and previous is not None and (previous[1] - target) * (value - target) < 0:
+            bracket = (previous, (sigma, value))
+        elif bracket is not None:
+            (s0, v0), (s1, v1) = bracket
+            bracket = ((s0, v0), (sigma, value)) if (v0 - target) * (value - target) < 0 else ((s1, v1), (sigma, value))
+        if bracket is not None:  # crossed the target: narrow the bracket
+            (s0, v0), (s1, v1) = bracket
+            lo_s, hi_s = min(s0, s1), max(s0, s1)
+            new_sigma = s0 + (target - v0) * (s1 - s0) / (v1 - v0) if v1 != v0 else (s0 + s1) / 2
+            if not lo_s < new_sigma < hi_s:
+                new_sigma = (lo_s + hi_s) / 2
+            entry.update(bracket=[lo_s, hi_s], next_sigma=new_sigma)
+            sigma = new_sigma
+            continue
+        lo = max(sigma - cfg.eps, 0.0)
+        up, down = m(sigma + cfg.eps), m(lo)
+        consider(sigma + cfg.eps, up)
+        consider(lo, down)
+        g = (up - down) / (sigma + cfg.eps - lo)
+        direction = 1.0 if value > target else -1.0
+        new_sigma = max(sigma - cfg.lr * direction * g, cfg.sigma_min)
+        entry.update(metric_plus=up, metric_minus=down, grad=g, next_sigma=new_sigma)
+        if new_sigma == sigma:  # zero gradient (flat metric) or clamped at σ_min: nothing more to learn
+            break
+        previous = (sigma, value)
+        sigma = new_sigma
+    return SearchResult(sigma=best[1], target=float(target), metric=name, reached=reached,
+                        evaluations=len(cache), seconds=time.perf_counter() - t0, log=log)
+
+
+def has_truth_ratio_fields(records) -> bool:
+    return bool(records) and all(r.paraphrased_answer and r.perturbed_answers for r in records)
+
+
+def metric_of_scores(metric: str, records, score_fn) -> float:
+    """``metric`` of ``records`` with ``score_fn(prompts, answers) -> list[AnswerScores]``."""
+    if metric == "prob":
+        scores = score_fn([r.question for r in records], [r.answer for r in records])
+        return float(np.mean([s.prob for s in scores]))
+    if metric == "truth_ratio":
+        prompts, answers, spans = [], [], []
+        for r in records:
+            start = len(answers)
+            for a in (r.paraphrased_answer, *r.perturbed_answers):
+                prompts.append(r.question)
+                answers.append(a)
+            spans.append((start, len(answers)))
+        scores = score_fn(prompts, answers)
+        ratios = [truth_ratio(scores[a], scores[a + 1:b]) for a, b in spans]
+        return forget_truth_ratio_score(ratios)
+    raise ValueError(f"unknown σ metric '{metric}': choose one of {', '.join(SIGMA_METRICS)}")
