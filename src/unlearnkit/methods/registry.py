@@ -16,6 +16,7 @@ METHODS: dict[str, str] = {
     "blur": "unlearnkit.methods.blur:BLUR",
     "grin": "unlearnkit.methods.grin:GRIN",
     "prompting": "unlearnkit.methods.prompting:Prompting",
+    "alu": "unlearnkit.methods.alu:ALU",
     "eco": "unlearnkit.methods.eco:ECO",
 }
 

@@ -23,7 +23,8 @@ def load_model(spec: str | Path | None = None, *, device: str | None = None) -> 
     * ``"tiny"``: a tiny random Llama built in code (tests);
     * a Hugging Face model directory (``config.json``), a LoRA adapter directory
       (``adapter_config.json``), a ``.gguf`` file or a directory holding one;
-    * a guard directory written by an inference-time method (``guard.json``).
+    * a guard directory written by an inference-time method (``guard.json``);
+    * an OpenAI-compatible endpoint ``http(s)://host:port/v1#model-name`` (generation only).
     """
     from unlearnkit.models.hf import HFLanguageModel, default_device, default_dtype
 
@@ -31,6 +32,10 @@ def load_model(spec: str | Path | None = None, *, device: str | None = None) -> 
         from unlearnkit.models.embedded import EMBEDDED_NAME, embedded_model_dir
 
         return _load_dir(embedded_model_dir(), name=EMBEDDED_NAME, device=device)
+    if str(spec).lower().startswith(("http://", "https://")):
+        from unlearnkit.models.remote import OpenAIChatModel  # "http://host:port/v1#model-name"
+
+        return OpenAIChatModel.from_url(str(spec))
     if str(spec) == "tiny":
         from unlearnkit.models.tiny import load_tiny
 
