@@ -47,3 +47,46 @@ def test_attack_then_report_from_the_command_line(tmp_path, tiny_data_dir):
     result = runner.invoke(app, ["report", str(out), "--out", str(html)])
     assert result.exit_code == 0, result.output
     assert "data:image/png;base64," in html.read_text() and (tmp_path / "r.md").is_file()
+
+
+def test_eval_suite_wmdp_from_the_command_line(tmp_path):
+    import json
+
+    data = tmp_path / "wmdp" / "bio"
+    data.mkdir(parents=True)
+    rows = [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4} for i in range(6)]
+    (data / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "wmdp.json"
+    result = runner.invoke(app, ["eval", "--suite", "wmdp", "--model", "tiny", "--data", str(tmp_path / "wmdp"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["suite"] == "wmdp"
+    assert len(saved["per_example"]["bio"]) == 6
+    assert 0.0 <= saved["summary"]["accuracy"] <= 1.0
+
+
+def test_eval_unknown_suite_and_missing_data_are_clear_errors(tmp_path):
+    result = runner.invoke(app, ["eval", "--suite", "trivia", "--model", "tiny", "--data", str(tmp_path),
+                                 "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "unknown evaluation suite 'trivia'" in result.output
+    result = runner.invoke(app, ["eval", "--suite", "mmlu", "--model", "tiny", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "needs --data PATH" in result.output
+
+
+def test_suites_lists_every_suite():
+    result = runner.invoke(app, ["suites"])
+    assert result.exit_code == 0, result.output
+    for name in ("tofu", "wmdp", "mmlu", "muse", "wpu", "pku"):
+        assert name in result.output
+
+
+def test_alu_guard_then_ask_shows_the_agents(tmp_path, tiny_data_dir):
+    out = tmp_path / "alu"
+    result = runner.invoke(app, ["unlearn", "--method", "alu", "--model", "tiny", "--data", str(tiny_data_dir),
+                                 "--out", str(out), "--opt", "k=2", "--opt", "j=1"])
+    assert result.exit_code == 0, result.output
+    assert (out / "guard.json").is_file()
+    result = runner.invoke(app, ["ask", "--model", str(out), "--max-new-tokens", "4", "Tell me a story."])
+    assert result.exit_code == 0, result.output
+    assert "answer:" in result.output and "LLM calls:" in result.output and "path:" in result.output

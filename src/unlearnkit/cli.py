@@ -164,8 +164,13 @@ def evaluate(
     max_new_tokens: Annotated[int, typer.Option(help="generation length for ROUGE")] = 200,
     batch_size: Annotated[int, typer.Option(help="scoring batch size")] = 16,
     no_generate: Annotated[bool, typer.Option("--no-generate", help="skip generation (no ROUGE / keyword metrics)")] = False,
+    suite: Annotated[str, typer.Option(help="evaluation suite: tofu | wmdp | mmlu | muse | wpu | pku")] = "tofu",
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="suite option key=value (see `unlearnkit suites`)")] = None,
 ):
-    """Evaluate a model, run directory or guard with the TOFU suite; write JSON and print a summary."""
+    """Evaluate a model, run directory or guard with a suite (TOFU by default); write JSON and print a summary."""
+
+    if suite.lower() != "tofu" or opt:
+        return _run(lambda: _eval_suite(suite, out, model, data, opt or [], batch_size, eval_limit))
 
     def go():
         from unlearnkit.data import load_task
@@ -185,6 +190,99 @@ def evaluate(
         console.print(f"written: {out}")
 
     _run(go)
+
+
+def _coerce(value: str):
+    """A suite option from the command line: int, float, true/false, a comma list, or the string."""
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return [v.strip() for v in value.split(",")] if "," in value else value
+
+
+def _eval_suite(suite, out, model, data, opts, batch_size, limit):
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.evaluation.suites.registry import run_suite, suite_options
+    from unlearnkit.io import write_json_atomic
+    from unlearnkit.models import load_model
+
+    options = {k: _coerce(v) for k, v in _parse_opts(opts).items()}
+    allowed = suite_options(suite)
+    if "batch_size" in allowed:
+        options.setdefault("batch_size", batch_size)
+    key = "eval_limit" if "eval_limit" in allowed else "limit"
+    if limit is not None and key in allowed:
+        options.setdefault(key, limit)
+    if data == "builtin" and suite.lower() != "tofu":
+        raise ConfigError(f"suite '{suite}' needs --data PATH (a directory in the Hugging Face export format)")
+    data_path = _data_dir(data) if suite.lower() == "tofu" else Path(data)
+    lm = load_model(_model_path(model))
+    result = run_suite(suite, lm, data_path, **options)
+    write_json_atomic(out, result)
+    rows = [{"metric": k, "value": v} for k, v in result.get("summary", {}).items()
+            if isinstance(v, (int, float, str)) or v is None]
+    _print_rows(rows, f"{suite}: {model or 'smollm2'}")
+    console.print(f"written: {out}")
+
+
+@app.command()
+def suites():
+    """List the evaluation suites and their options."""
+    import inspect
+
+    from unlearnkit.evaluation.suites.registry import suite_names, suite_options, suite_summary
+
+    for name in suite_names():
+        console.print(f"[bold]{name}[/bold]: {suite_summary(name)}")
+        for key, default in suite_options(name).items():
+            shown = "(required)" if default is inspect.Parameter.empty else repr(default)
+            console.print(f"    --opt {key}={shown}")
+
+
+@app.command()
+def ask(
+    query: Annotated[str, typer.Argument(help="the question to answer")],
+    model: ModelOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="answer length")] = 200,
+    trace: Annotated[bool, typer.Option("--trace/--no-trace", help="show what each ALU agent did (names targets: operators only)")] = True,
+):
+    """Answer one query through a model or guard; for an ALU guard, show what each agent did."""
+
+    def go():
+        from unlearnkit.methods.alu import ask as ask_guard
+        from unlearnkit.models import load_model
+
+        lm = load_model(_model_path(model))
+        answer, tr = ask_guard(lm, query, max_new_tokens=max_new_tokens)
+        if tr is not None and trace:
+            _print_trace(tr)
+        console.print(f"[bold]answer:[/bold] {answer}")
+
+    _run(go)
+
+
+def _print_trace(tr) -> None:
+    from rich.table import Table
+
+    console.print(f"[bold]path:[/bold] {tr.path}   [bold]retrieved:[/bold] "
+                  f"{', '.join(str(r.get('name', r)) for r in tr.retrieved) or '-'}   [bold]verdict:[/bold] {tr.verdict}")
+    for i, cand in enumerate(tr.candidates):
+        rating = tr.ratings[i] if i < len(tr.ratings) else None
+        mark = "kept" if i in tr.kept else ""
+        console.print(f"  candidate {i + 1} (rating {rating}) {mark}: {cand[:200]}")
+    if tr.leaked_terms:
+        console.print(f"  leaked terms caught: {', '.join(tr.leaked_terms)}")
+    table = Table(title=f"LLM calls: {tr.llm_calls}, tokens: {tr.tokens}, {tr.seconds:.2f} s")
+    for col in ("role", "calls", "prompt tokens", "completion tokens", "seconds"):
+        table.add_column(col)
+    for role, st in tr.roles.items():
+        table.add_row(role, str(st.calls), str(st.prompt_tokens), str(st.completion_tokens), f"{st.seconds:.2f}")
+    console.print(table)
 
 
 @app.command()
