@@ -135,3 +135,19 @@ def test_lora_is_refused_before_training(tiny_lm, simple_task, tmp_path):
     with pytest.raises(ConfigError, match="LoRA"):
         build_method("grin").apply(tiny_lm, simple_task, tmp_path, cfg)
     assert not (tmp_path / "train_log.jsonl").exists() and not (tmp_path / "grin_mask.pt").exists()
+
+
+def test_report_shows_where_the_mask_fell(tiny_lm, simple_task, tmp_path):
+    from unlearnkit.reports.html import collect, write_report
+
+    cfg = TrainConfig(lr=1e-3, max_steps=1, batch_size=2, seed=0)
+    GRIN(p=0.05).apply(tiny_lm, simple_task, tmp_path / "grin", cfg)
+    summary = json.loads((tmp_path / "grin" / "grin_mask.json").read_text())
+    data = collect([tmp_path / "grin" / "grin_mask.json"])
+    assert data.masks["grin"]["layers"] == summary["layers"]
+    out = write_report([tmp_path / "grin" / "grin_mask.json"], tmp_path / "r.html", tmp_path / "r.md")
+    page = (tmp_path / "r.html").read_text()
+    assert "Where the GRIN mask fell: grin" in page and "data:image/png;base64," in page
+    top_module = next(iter(summary["modules"]))
+    assert top_module in page and top_module in (tmp_path / "r.md").read_text()
+    assert out["figures"] >= 1

@@ -8,7 +8,8 @@ these kinds (mixed freely; a ``bundle`` holds a list of the others):
   "method", "summary"}``, or the demo's ``results.json`` (``{"rows", "results"}``);
 * attacks: ``run_attacks`` output (``{"kind": "attacks", "method", "attacks"}``);
 * scale: ``run_scale`` output (``{"kind": "scale", "method", "stages"}``);
-* bundle: ``{"kind": "bundle", "results": [...]}`` (what benchmarks/robustness.py writes).
+* bundle: ``{"kind": "bundle", "results": [...]}`` (what benchmarks/robustness.py writes);
+* a GRIN mask summary (``grin_mask.json`` of a GRIN run: where the mask fell, per layer and module).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class ReportData:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> summary numbers
     attacks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # method -> attack -> result
     scale: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> scale result
+    masks: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> GRIN mask summary
     sources: list[str] = field(default_factory=list)
 
 
@@ -116,6 +118,8 @@ def _add(data: ReportData, d: Any, source: str) -> None:
     elif kind == "scale":
         label = _method_name(d) + (" (sequential)" if d.get("sequential") else "")
         data.scale[label] = dict(d)
+    elif {"masked", "layers", "modules"} <= set(d):  # a GRIN grin_mask.json
+        data.masks[str(d.get("label") or Path(source).parent.name or "grin")] = dict(d)
     elif kind == "evaluation" or d.get("suite") or (kind is None and "summary" in d):
         data.methods.setdefault(_method_name(d), {}).update(d["summary"])
     elif "rows" in d and "results" in d:  # the demo's results.json
@@ -240,7 +244,24 @@ def figures(data: ReportData) -> list[tuple[str, str, str]]:
                     "Wall time to unlearn, latency and tokens per query (prompt + generated, every model call "
                     "a query makes), and leak rate on the targets, as the number of targets grows.",
                     figure_png_base64(scale_figure(curves, colors=colors))))
+    for label, mask in data.masks.items():
+        from unlearnkit.reports.plots import mask_figure
+
+        out.append((f"Where the GRIN mask fell: {label}",
+                    f"Masked weights (top {fmt(mask.get('p'))} by forget/retain gradient ratio, "
+                    f"{'per tensor' if mask.get('per_tensor') else 'global'}) per layer and per module; "
+                    f"{mask.get('masked')} of {mask.get('parameters')} weights.",
+                    figure_png_base64(mask_figure(mask.get("layers", {}), mask.get("modules", {})))))
     return out
+
+
+def mask_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
+    rows = []
+    for label, mask in data.masks.items():
+        total = mask.get("masked") or 0
+        for module, count in mask.get("modules", {}).items():
+            rows.append([label, module, count, count / total if total else None])
+    return ["run", "module", "masked weights", "share of the mask"], rows
 
 
 CSS = """
@@ -271,7 +292,9 @@ def render_html(data: ReportData, title: str = "unlearnkit report") -> str:
         parts.append("<h2>Attacks</h2>" + _html_table(*attack_rows(data)))
     if data.scale:
         parts.append("<h2>Scale sweep</h2>" + _html_table(*scale_rows(data)))
-    if not (data.methods or data.attacks or data.scale):
+    if data.masks:
+        parts.append("<h2>GRIN masks</h2>" + _html_table(*mask_rows(data)))
+    if not (data.methods or data.attacks or data.scale or data.masks):
         parts.append("<p>No results.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -307,6 +330,8 @@ def render_markdown(data: ReportData, html_name: str | None = None, title: str =
                 "retain_keyword_accuracy"]
         rows = [[label, *[s.get(k) for k in keys]] for label, res in data.scale.items() for s in res.get("stages", [])]
         out.append("## Scale sweep\n\n" + _md_table(["method", *keys], rows))
+    if data.masks:
+        out.append("## GRIN masks\n\n" + _md_table(*mask_rows(data)))
     if html_name:
         out.append(f"Figures and every number: [{html_name}]({html_name}).\n")
     return "\n".join(out)

@@ -174,6 +174,25 @@ def scale_figure(curves: Mapping[str, Sequence[Mapping[str, float]]], title: str
     return fig
 
 
+def mask_figure(layers: Mapping[str, int], modules: Mapping[str, int], title: str = "GRIN mask") -> Figure:
+    """Two bar charts: masked weights per layer (in layer order) and per module type."""
+    fig, (ax_l, ax_m) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110, layout="constrained",
+                                     gridspec_kw={"width_ratios": [max(len(layers), 1), max(len(modules), 1)]})
+    fig.suptitle(title, fontsize=13)
+    for ax, counts, label in ((ax_l, layers, "layer"), (ax_m, modules, "module")):
+        if not counts:
+            _empty(fig, ax, "no data")
+            continue
+        names = list(counts)
+        ax.bar(range(len(names)), [counts[n] for n in names], color="#4c72b0")
+        ax.set_xticks(range(len(names)), names, rotation=45 if label == "module" else 0, ha="right" if label == "module" else "center",
+                      fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("masked weights")
+        ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
 def figure_png_base64(fig: Figure) -> str:
     """The figure as a base64 PNG (for ``<img src="data:image/png;base64,...">``); closes it."""
     buf = io.BytesIO()

@@ -29,7 +29,9 @@ from unlearnkit.workflows.evaluate import cached_evaluate
 from unlearnkit.workflows.finetune import FINETUNE_DEFAULTS, finetune
 from unlearnkit.workflows.unlearn import unlearn
 
-DEMO_METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo")
+DEMO_METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "blur", "grin")
+# GRIN trains 1 % of the weights: it needs a larger step than the full-weight methods (benchmarks/weight_methods.py).
+DEMO_METHOD_LR = {"grin": 3e-4}
 
 
 @dataclass
@@ -43,7 +45,7 @@ class DemoConfig:
     methods: tuple[str, ...] = DEMO_METHODS
     unlearn: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-5, epochs=5, batch_size=4,
                                                                      warmup_ratio=0.0))
-    method_lr: dict[str, float] = field(default_factory=dict)
+    method_lr: dict[str, float] = field(default_factory=lambda: dict(DEMO_METHOD_LR))
     finetune: TrainConfig = field(default_factory=lambda: FINETUNE_DEFAULTS)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_new_tokens=48))
 
@@ -101,7 +103,8 @@ def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, c
                       + f"\nTotal wall time: {summary['seconds']:.0f} s. Per-example values: `*/eval.json`.\n")
     from unlearnkit.reports.html import write_report
 
-    write_report([out_dir / "results.json"], out_dir / "report.html", None)
+    masks = [out_dir / name / "grin_mask.json" for name in cfg.methods if (out_dir / name / "grin_mask.json").is_file()]
+    write_report([out_dir / "results.json", *masks], out_dir / "report.html", None)
     console.print(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'report.html'} "
                   f"({summary['seconds']:.0f} s in all)")
     return summary
