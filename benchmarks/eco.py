@@ -21,32 +21,18 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TOFU_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
-
-
-def import_retry(fn, retries: int = 20, wait: float = 30.0):
-    """Modules may be mid-rewrite by a teammate: wait and retry a failing import."""
-    for attempt in range(retries):
-        try:
-            return fn()
-        except ImportError as exc:
-            if attempt == retries - 1:
-                raise
-            print(f"[eco bench] import failed ({exc}); retrying in {wait:.0f} s", file=sys.stderr)
-            time.sleep(wait)
-    raise RuntimeError("unreachable")
 
 
 def rate(flags) -> float | None:
@@ -171,40 +157,19 @@ def main(argv=None) -> int:
     if args.quick:
         args.latency_queries = min(args.latency_queries, 2)
 
-    def imports():
-        from unlearnkit.data import builtin_benchmark_dir, load_split, load_task
-        from unlearnkit.evaluation.tofu import EvalConfig
-        from unlearnkit.methods.eco import ECO, ECOOptions
-        from unlearnkit.models.loading import load_model
-        from unlearnkit.paths import cache_root
-        from unlearnkit.reports.table import comparison_row, print_table
-        from unlearnkit.training.config import TrainConfig
-        from unlearnkit.workflows.demo import DemoConfig
-        from unlearnkit.workflows.evaluate import cached_evaluate
-        from unlearnkit.workflows.finetune import finetune
-        from unlearnkit.workflows.unlearn import unlearn
-
-        return (builtin_benchmark_dir, load_split, load_task, EvalConfig, ECO, ECOOptions, load_model, cache_root,
-                comparison_row, print_table, TrainConfig, DemoConfig, cached_evaluate, finetune, unlearn)
-
-    (builtin_benchmark_dir, load_split, load_task, EvalConfig, ECO, ECOOptions, load_model, cache_root,
-     comparison_row, print_table, TrainConfig, DemoConfig, cached_evaluate, finetune, unlearn) = import_retry(imports)
+    from unlearnkit.methods.eco import ECO
+    from unlearnkit.reports.table import comparison_row, print_table
+    from unlearnkit.training.config import TrainConfig
+    from unlearnkit.workflows.demo import DemoConfig, prepare_demo_models
+    from unlearnkit.workflows.evaluate import cached_evaluate
+    from unlearnkit.workflows.unlearn import unlearn
 
     t_start = time.perf_counter()
     out = Path(args.out)
     run_dir = out.with_suffix("")
     cfg = DemoConfig()
-    data_dir = builtin_benchmark_dir(n_people=cfg.n_people, n_forget=cfg.n_forget, n_holdout=cfg.n_holdout,
-                                     facts_per_person=cfg.facts_per_person, seed=cfg.seed, n_general=cfg.n_general)
-    task = load_task(data_dir)
-    full = load_split(data_dir, task.splits.full)
-    # the demo's cache key (run_demo computes it inline; there is no reusable helper for it)
-    key = hashlib.sha256(json.dumps([str(args.model), str(data_dir), asdict(cfg.finetune)]).encode()).hexdigest()[:12]
-    cache = cache_root() / "demo" / key
-    base = load_model(args.model)
-    target, _, _ = finetune(base, full, cache / "target", cfg.finetune, str(args.model), label="target")
-    retain, _, _ = finetune(base, task.retain, cache / "retain", cfg.finetune, str(args.model), label="retain")
-    del base
+    dm = prepare_demo_models(cfg, args.model, keep_retain=True)
+    data_dir, task, cache, target, retain = dm.data_dir, dm.task, dm.cache, dm.target, dm.retain
     eval_cfg = replace(cfg.eval, max_new_tokens=args.eval_max_new_tokens)
 
     def evaluate(model, name, config, reference=None):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import time
 from dataclasses import asdict, replace
@@ -31,15 +30,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from unlearnkit.data import builtin_benchmark_dir, load_split, load_task
 from unlearnkit.io import read_json, write_json_atomic
 from unlearnkit.methods.registry import build_method
 from unlearnkit.models.loading import load_model
-from unlearnkit.paths import cache_root
-from unlearnkit.training.config import TrainConfig
-from unlearnkit.workflows.demo import DemoConfig
+from unlearnkit.workflows.demo import DemoConfig, prepare_demo_models
 from unlearnkit.workflows.evaluate import cached_evaluate
-from unlearnkit.workflows.finetune import finetune
 from unlearnkit.workflows.unlearn import unlearn
 
 METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "blur", "grin")
@@ -60,22 +55,8 @@ METRICS = ("forget_quality", "model_utility", "forget_rouge", "forget_keyword_ac
 
 def prepare(cfg: DemoConfig, model_spec: str | None, console: Console):
     """The demo's data, target and retain models and their evaluations (same cache as ``run_demo``)."""
-    data_dir = builtin_benchmark_dir(n_people=cfg.n_people, n_forget=cfg.n_forget, n_holdout=cfg.n_holdout,
-                                     facts_per_person=cfg.facts_per_person, seed=cfg.seed, n_general=cfg.n_general)
-    task = load_task(data_dir)
-    full = load_split(data_dir, task.splits.full)
-    console.print(f"[bold]data[/bold] {data_dir}: forget {len(task.forget)}, retain {len(task.retain)}")
-    base = load_model(model_spec)
-    key = hashlib.sha256(json.dumps([str(model_spec), str(data_dir), asdict(cfg.finetune)]).encode()).hexdigest()[:12]
-    cache = cache_root() / "demo" / key
-    target, _, _ = finetune(base, full, cache / "target", cfg.finetune, str(model_spec), label="target")
-    retain, _, _ = finetune(base, task.retain, cache / "retain", cfg.finetune, str(model_spec), label="retain")
-    del base
-    retain_eval = cached_evaluate(retain, task, cache / "retain" / "eval.json", cfg.eval)
-    retain_eval = cached_evaluate(retain, task, cache / "retain" / "eval.json", cfg.eval, reference=retain_eval)
-    target_eval = cached_evaluate(target, task, cache / "target" / "eval.json", cfg.eval, reference=retain_eval)
-    del retain
-    return task, target, cache / "target" / "model", target_eval, retain_eval
+    dm = prepare_demo_models(cfg, model_spec, console)
+    return dm.task, dm.target, dm.target_dir, dm.target_eval, dm.retain_eval
 
 
 def run_one(name, lr, train, target, target_dir, task, cfg, retain_eval, run_dir: Path, console: Console) -> dict:

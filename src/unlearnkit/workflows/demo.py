@@ -50,12 +50,36 @@ class DemoConfig:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_new_tokens=48))
 
 
-def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, config: DemoConfig | None = None,
-             console: Console | None = None) -> dict:
-    cfg = config or DemoConfig()
+EMBEDDED_SPECS = {None, "", "smollm2", "default", "embedded"}
+
+
+@dataclass
+class DemoModels:
+    """The demo's data, target and retain models and their evaluations (cached between runs)."""
+
+    data_dir: Path
+    task: object
+    cache: Path
+    target: object
+    retain: object | None
+    target_eval: dict
+    retain_eval: dict
+    target_seconds: float | None  # fine-tuning time, None when it came from the cache
+    retain_seconds: float | None
+
+    @property
+    def target_dir(self) -> Path:
+        return self.cache / "target" / "model"
+
+
+def prepare_demo_models(cfg: DemoConfig, model_spec: str | None = None, console: Console | None = None,
+                        keep_retain: bool = False) -> DemoModels:
+    """Steps 1-2 of the demo, shared with the benchmarks so that they all reuse one cache.
+
+    ``model_spec``: None (or "smollm2") for the embedded default, else any ``load_model`` spec.
+    """
     console = console or Console()
-    out_dir = Path(out_dir)
-    t_start = time.perf_counter()
+    model_spec = None if model_spec in EMBEDDED_SPECS else str(model_spec)
     data_dir = builtin_benchmark_dir(n_people=cfg.n_people, n_forget=cfg.n_forget, n_holdout=cfg.n_holdout,
                                      facts_per_person=cfg.facts_per_person, seed=cfg.seed, n_general=cfg.n_general)
     task = load_task(data_dir)
@@ -64,7 +88,6 @@ def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, c
                   f"holdout {len(task.holdout)} QA pairs")
     base = load_model(model_spec)
     console.print(f"[bold]model[/bold] {base.name}: {base.describe().get('parameters', 0) / 1e6:.1f}M parameters")
-
     key = hashlib.sha256(json.dumps([str(model_spec), str(data_dir), asdict(cfg.finetune)]).encode()).hexdigest()[:12]
     cache = cache_root() / "demo" / key
     target, target_info, target_cached = finetune(base, full, cache / "target", cfg.finetune, str(model_spec),
@@ -75,9 +98,22 @@ def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, c
     retain_eval = cached_evaluate(retain, task, cache / "retain" / "eval.json", cfg.eval)
     retain_eval = cached_evaluate(retain, task, cache / "retain" / "eval.json", cfg.eval, reference=retain_eval)
     target_eval = cached_evaluate(target, task, cache / "target" / "eval.json", cfg.eval, reference=retain_eval)
+    return DemoModels(data_dir, task, cache, target, retain if keep_retain else None, target_eval, retain_eval,
+                      None if target_cached else target_info["seconds"],
+                      None if retain_cached else retain_info["seconds"])
+
+
+def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, config: DemoConfig | None = None,
+             console: Console | None = None) -> dict:
+    cfg = config or DemoConfig()
+    console = console or Console()
+    out_dir = Path(out_dir)
+    t_start = time.perf_counter()
+    dm = prepare_demo_models(cfg, model_spec, console)
+    task, target, cache, target_eval, retain_eval = dm.task, dm.target, dm.cache, dm.target_eval, dm.retain_eval
     results = {"target": target_eval, "retain": retain_eval}
-    rows = [comparison_row("target (before)", target_eval["summary"], None if target_cached else target_info["seconds"]),
-            comparison_row("retain (gold)", retain_eval["summary"], None if retain_cached else retain_info["seconds"])]
+    rows = [comparison_row("target (before)", target_eval["summary"], dm.target_seconds),
+            comparison_row("retain (gold)", retain_eval["summary"], dm.retain_seconds)]
     runs = {}
     for name in cfg.methods:
         method = build_method(name)
@@ -90,7 +126,7 @@ def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, c
         rows.append(comparison_row(name, result["summary"], record["seconds"]))
     print_table(rows, title="unlearnkit demo: built-in benchmark, " + target.name.split("/")[-1], console=console)
     summary = {
-        "data": str(data_dir),
+        "data": str(dm.data_dir),
         "model": model_spec or "smollm2",
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "rows": rows,
