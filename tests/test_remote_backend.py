@@ -283,3 +283,29 @@ def test_slow_endpoint_times_out_with_a_clear_message(state):
     state.delay = 1.0
     with pytest.raises(EndpointUnreachableError, match="did not answer within 0.2 s"):
         OpenAIChatModel(state.url, "m", timeout=0.2, max_retries=0).generate(["hi"])
+
+
+def test_alu_agents_on_the_projects_own_gateway(tiny_lm, tmp_path):
+    """Every ALU role on ``unlearnkit serve`` (no guard, the tiny model) over loopback HTTP."""
+    from unlearnkit.data.targets import Target
+    from unlearnkit.methods.alu import ALUGuard, ALUOptions, ask
+    from unlearnkit.service import ServeSettings, start_background_server
+
+    handle = start_background_server(ServeSettings(guard="none", db_path=tmp_path / "gw.db", log_level="warning",
+                                                   admin_token="admin-token-for-tests-0123456789"), tiny_lm)
+    try:
+        url = f"{handle.url}/v1#{tiny_lm.name}"
+        opts = ALUOptions(k=2, j=1, embedder="hashing", rewrite_temperature=0.0, vanilla_model=url, audit_model=url,
+                          critic_model=url, composer_model=url)
+        guard = ALUGuard(tiny_lm, [Target("Vel Orsino", facts=("Vel Orsino lives in Orskgrad.",))], opts)
+        for role in ("vanilla", "audit", "critic", "composer"):
+            assert isinstance(guard.backend(role), OpenAIChatModel)
+        answer, trace = ask(guard, "Tell me a story.", max_new_tokens=5)
+        assert trace.path == "clean:retrieval" and trace.roles["vanilla"].calls == 1
+        assert answer == tiny_lm.generate(["Tell me a story."], max_new_tokens=5)[0]  # greedy over HTTP = local
+        assert trace.roles["vanilla"].prompt_tokens > 0 and not trace.estimated_tokens  # counted by the server
+        answer, trace = ask(guard, "Where does Vel Orsino live?", max_new_tokens=5)
+        assert trace.path != "clean:retrieval" and "Orskgrad" not in answer
+        assert trace.roles["audit"].calls + trace.roles["erase"].calls >= 1
+    finally:
+        handle.stop()
