@@ -2,7 +2,7 @@
 
 On the embedded model and the built-in benchmark:
 
-1. fine-tune the target model (forget + retain people) and the retain model, cached as the demo does;
+1. the demo's target model (forget + retain people) and retain model, from the demo's cache;
 2. unlearn the forget people with each method in the registry (GradDiff, NPO, BLUR, GRIN, ECO, ALU —
    whichever import), evaluate it (TOFU suite: forget quality, model utility, keyword accuracy);
 3. attack each unlearned model (and the target model, as the baseline): paraphrase, many-shot,
@@ -21,11 +21,9 @@ On the embedded model and the built-in benchmark:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 CANDIDATE_METHODS = ("grad_diff", "npo", "blur", "grin", "eco", "alu")
@@ -74,17 +72,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=Path("runs/robustness"))
     args = ap.parse_args(argv)
 
-    from unlearnkit.data import builtin_benchmark_dir, load_split, load_task
     from unlearnkit.attacks import run_attacks
     from unlearnkit.evaluation.tofu import EvalConfig
     from unlearnkit.io import write_json_atomic
     from unlearnkit.methods.registry import build_method
-    from unlearnkit.models.embedded import cache_root
     from unlearnkit.models.loading import load_model
     from unlearnkit.reports.html import write_report
-    from unlearnkit.workflows.demo import DemoConfig
+    from unlearnkit.workflows.demo import DemoConfig, prepare_demo_models
     from unlearnkit.workflows.evaluate import cached_evaluate
-    from unlearnkit.workflows.finetune import FINETUNE_DEFAULTS, finetune
+    from unlearnkit.workflows.finetune import FINETUNE_DEFAULTS
     from unlearnkit.workflows.scale import ScaleConfig, run_builtin_scale
     from unlearnkit.workflows.unlearn import unlearn
 
@@ -104,19 +100,10 @@ def main(argv=None) -> dict:
     eval_cfg = EvalConfig(max_new_tokens=max_new)
     t_all = time.perf_counter()
 
-    data_dir = builtin_benchmark_dir(**data_kw)
-    task = load_task(data_dir)
-    full = load_split(data_dir, task.splits.full)
+    # the demo's data, target and retain models (one cache shared with the demo and the other benchmarks)
+    dm = prepare_demo_models(replace(demo, **data_kw, finetune=ft_cfg, eval=eval_cfg), args.model)
+    data_dir, task, target, reference = dm.data_dir, dm.task, dm.target, dm.retain_eval
     print(f"[robustness] data {data_dir}: forget {len(task.forget)}, retain {len(task.retain)}", file=sys.stderr)
-    base = load_model(args.model)
-    key = hashlib.sha256(json.dumps([args.model, str(data_dir), asdict(ft_cfg)]).encode()).hexdigest()[:12]
-    cache = cache_root() / "benchmarks" / "robustness" / key
-    target, _, _ = finetune(base, full, cache / "target", ft_cfg, args.model, label="target")
-    retain_model, _, _ = finetune(base, task.retain, cache / "retain", ft_cfg, args.model, label="retain")
-    del base
-    reference = cached_evaluate(retain_model, task, cache / "retain" / "eval.json", eval_cfg)
-    reference = cached_evaluate(retain_model, task, cache / "retain" / "eval.json", eval_cfg, reference=reference)
-    del retain_model
     translator = load_model(args.translator) if args.translator else None
     attacks = args.attacks.split(",") if args.attacks else None
     forget = list(task.forget)
@@ -130,13 +117,12 @@ def main(argv=None) -> dict:
         return res
 
     t0 = time.perf_counter()
-    ev = cached_evaluate(target, task, cache / "target" / "eval.json", eval_cfg, reference=reference)
-    results.append({"kind": "evaluation", "method": "target", "summary": ev["summary"]})
+    results.append({"kind": "evaluation", "method": "target", "summary": dm.target_eval["summary"]})
     attack(target, "target")
     print(f"[robustness] target: attacks in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
     methods = available_methods([m.strip() for m in args.methods.split(",") if m.strip()])
-    target_spec = str(cache / "target" / "model")
+    target_spec = str(dm.target_dir)
     for name in methods:
         t0 = time.perf_counter()
         method = build_method(name)

@@ -30,7 +30,7 @@ def test_demo_on_the_tiny_model_then_from_cache(tmp_path):
     saved = json.loads((tmp_path / "a" / "results.json").read_text())
     assert set(saved["results"]) == {"target", "retain", "grad_ascent", "blur", "grin"}
     assert saved["runs"]["grin"]["train"]["lr"] == DEMO_METHOD_LR["grin"]  # per-method learning rate
-    assert saved["runs"]["grad_ascent"]["train"]["lr"] == 1e-4
+    assert saved["runs"]["grad_ascent"]["train"]["lr"] == DEMO_METHOD_LR["grad_ascent"]
     page = (tmp_path / "a" / "report.html").read_text()
     assert "Where the GRIN mask fell: grin" in page
     second = run_demo(tmp_path / "b", "tiny", _config(("grad_ascent",)), console=console)

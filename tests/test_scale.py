@@ -190,3 +190,13 @@ def test_builtin_scale_data_puts_known_people_first(tiny_task, tmp_path):
     assert all(len(recs) == 2 and all(r.subject == p for r in recs) for p, recs in by_person.items())
     alone, own_retain = builtin_scale_data(3, facts_per_person=1, n_retain_people=4, seed=0, work_dir=tmp_path)
     assert len(alone) == 3 and len({r.subject for r in own_retain}) == 4
+
+
+def test_scale_sweep_runs_the_eco_guard(tiny_lm, tmp_path):
+    """ECO's σ search must work on the sweep's bare forget/retain requests (no eval or holdout split)."""
+    from unlearnkit.methods.eco import ECO
+
+    cfg = ScaleConfig(sizes=(1, 2), sequential=False, eval_forget=4, eval_earlier=4, eval_retain=4, max_new_tokens=2)
+    out = run_scale(tiny_lm, ECO(encoder="hashing", sigma_steps=2), by_person(), RETAIN, cfg, tmp_path)
+    assert [s["n_targets"] for s in out["stages"]] == [1, 2]
+    assert all(s["latency_s"] >= 0 for s in out["stages"])

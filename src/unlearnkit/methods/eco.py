@@ -450,7 +450,8 @@ def search_sigma(guard: ECOGuard, task, batch_size: int = 16) -> dict:
     """Run the zeroth-order σ search on ``task``'s forget set (every forget prompt corrupted)."""
     o = guard.options
     metric = o.sigma_metric
-    forget = task.forget_eval if has_truth_ratio_fields(task.forget_eval) else task.forget
+    forget_eval = list(getattr(task, "forget_eval", None) or task.forget)  # a bare forget/retain task has no eval split
+    forget = forget_eval if has_truth_ratio_fields(forget_eval) else task.forget
     holdout = list(task.holdout or [])
     note = ""
     if metric == "truth_ratio" and not (has_truth_ratio_fields(forget) and
