@@ -59,8 +59,9 @@ def prepare(cfg: DemoConfig, model_spec: str | None, console: Console):
     return dm.task, dm.target, dm.target_dir, dm.target_eval, dm.retain_eval
 
 
-def run_one(name, lr, train, target, target_dir, task, cfg, retain_eval, run_dir: Path, console: Console) -> dict:
-    method = build_method(name)
+def run_one(name, lr, train, target, target_dir, task, cfg, retain_eval, run_dir: Path, console: Console,
+            options: dict[str, str] | None = None) -> dict:
+    method = build_method(name, options)
     train = replace(train, lr=lr)
     run_file = run_dir / "run.json"
     model = None
@@ -77,7 +78,7 @@ def run_one(name, lr, train, target, target_dir, task, cfg, retain_eval, run_dir
     del model
     gc.collect()
     s = result["summary"]
-    return {"method": name, "lr": lr, **{k: s.get(k) for k in METRICS}, "seconds": record["seconds"],
+    return {"method": name, "lr": lr, "options": dict(options or {}), **{k: s.get(k) for k in METRICS}, "seconds": record["seconds"],
             "steps": record["steps"], "seconds_per_step": record["seconds_per_step"], "run_dir": str(run_dir)}
 
 
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the demo's)")
     ap.add_argument("--lr", action="append", default=[], metavar="METHOD=LR1,LR2,LR3",
                     help="replace a method's learning-rate sweep (repeatable)")
+    ap.add_argument("--opt", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                    help="a method option (repeatable), e.g. grin:skip_embeddings=true")
+    ap.add_argument("--tag", default="", help="suffix of the run directories (keeps variants apart)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="generation length in the evaluation")
     ap.add_argument("--quick", action="store_true", help="smoke run: one lr per method, 3 steps, short answers")
     args = ap.parse_args(argv)
@@ -145,8 +149,13 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = replace(cfg, eval=replace(cfg.eval, max_new_tokens=args.max_new_tokens))
     sweep = {**LR_SWEEP, **_parse_lrs(args.lr)}
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    options: dict[str, dict[str, str]] = {}
+    for item in args.opt:
+        name, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        options.setdefault(name.strip(), {})[key.strip()] = value.strip()
     for m in methods:
-        build_method(m)  # unknown names and bad defaults fail before anything is trained
+        build_method(m, options.get(m))  # unknown names and bad options fail before anything is trained
     work = args.work or args.out.with_suffix("")
     model_spec = None if args.model in {"smollm2", "default", "embedded"} else args.model
 
@@ -159,8 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
         lrs = sweep[name]
         if args.quick:
             lrs = (lrs[len(lrs) // 2],)
-        runs = [run_one(name, lr, train, target, target_dir, task, cfg, retain_eval, work / name / f"lr{lr:g}", console)
-                for lr in lrs]
+        runs = [run_one(name, lr, train, target, target_dir, task, cfg, retain_eval,
+                        work / name / f"lr{lr:g}{args.tag}", console, options.get(name)) for lr in lrs]
         all_runs += runs
         best.append(pick_best(runs, target_summary["model_utility"] or 0.0))
     title = (f"weight-editing methods: built-in benchmark, {target.name.split('/')[-1]}, "

@@ -151,3 +151,14 @@ def test_report_shows_where_the_mask_fell(tiny_lm, simple_task, tmp_path):
     top_module = next(iter(summary["modules"]))
     assert top_module in page and top_module in (tmp_path / "r.md").read_text()
     assert out["figures"] >= 1
+
+
+def test_skip_embeddings_keeps_the_mask_out_of_embeddings_and_head(tiny_lm, simple_task, tmp_path):
+    cfg = TrainConfig(lr=1e-3, max_steps=1, batch_size=2, seed=0)
+    GRIN(p=0.05, skip_embeddings=True).apply(tiny_lm, simple_task, tmp_path / "skip", cfg)
+    GRIN(p=0.05).apply(tiny_lm, simple_task, tmp_path / "all", cfg)
+    skip = json.loads((tmp_path / "skip" / "grin_mask.json").read_text())
+    full = json.loads((tmp_path / "all" / "grin_mask.json").read_text())
+    assert not any("embed_tokens" in n or "lm_head" in n for n in skip["tensors"])
+    assert any(("embed_tokens" in n or "lm_head" in n) and t["masked"] for n, t in full["tensors"].items())
+    assert skip["masked"] == pytest.approx(0.05 * skip["parameters"], abs=1)

@@ -39,6 +39,11 @@ from unlearnkit.methods.grin_mask import gradient_magnitudes, ratio_scores, save
 from unlearnkit.methods.npo import NPO
 
 FINETUNE_LOSSES = ("npo", "grad_diff", "grad_ascent")
+EMBEDDING_NAMES = ("embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out")
+
+
+def _is_embedding(name: str) -> bool:
+    return any(part in EMBEDDING_NAMES for part in name.split("."))
 
 
 @dataclass
@@ -51,6 +56,8 @@ class GRINOptions:
     beta: float = option(0.1, "NPO inverse temperature β (finetune_loss=npo)")
     alpha: float = option(1.0, "weight of the retain term (npo, grad_diff)")
     retain_loss: str = option("nll", "retain term: 'nll' or 'kl' to the frozen original (npo, grad_diff)")
+    skip_embeddings: bool = option(False, "leave the token embeddings and LM head out of the mask (not in the paper: "
+                                          "rows of tokens seen only in the forget set have G_r = 0 and fill it)")
 
 
 class GRIN(WeightEditingMethod):
@@ -83,7 +90,8 @@ class GRIN(WeightEditingMethod):
         if not ctx.retain_records:
             raise ConfigError("GRIN needs a retain set to compute its gradient ratio")
         o = self.options
-        named = [(n, p) for n, p in ctx.base_model.named_parameters() if p.is_floating_point()]
+        named = [(n, p) for n, p in ctx.base_model.named_parameters() if p.is_floating_point()
+                 and not (o.skip_embeddings and _is_embedding(n))]
         bs = ctx.config.batch_size
         g_f = gradient_magnitudes(ctx, ctx.forget_records, named, bs)
         g_r = gradient_magnitudes(ctx, ctx.retain_records, named, bs)
