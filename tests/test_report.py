@@ -130,3 +130,11 @@ def test_demo_results_json_is_understood(tmp_path):
                         "npo": {"forget_quality": 0.5, "model_utility": 0.4}}}
     data = collect([demo])
     assert data.methods["npo"]["model_utility"] == 0.4 and "target" in data.methods
+
+
+def test_coinciding_points_share_one_label():
+    from unlearnkit.reports.plots import _label_groups
+
+    groups = _label_groups({"npo": (0.365, 0.66), "blur": (0.3651, 0.66), "grad_diff": (0.299, 0.98),
+                            "grin": (0.294, 0.087)}, du=0.004, dlog=0.08)
+    assert [names for names, _ in groups] == [["npo", "blur"], ["grad_diff"], ["grin"]]

@@ -249,9 +249,12 @@ def figures(data: ReportData) -> list[tuple[str, str, str]]:
 
         out.append((f"Where the GRIN mask fell: {label}",
                     f"Masked weights (top {fmt(mask.get('p'))} by forget/retain gradient ratio, "
-                    f"{'per tensor' if mask.get('per_tensor') else 'global'}) per layer and per module; "
+                    f"{'per tensor' if mask.get('per_tensor') else 'global'}) per layer and per module "
+                    f"(layer 'other': embeddings, LM head and final norm); "
                     f"{mask.get('masked')} of {mask.get('parameters')} weights.",
-                    figure_png_base64(mask_figure(mask.get("layers", {}), mask.get("modules", {})))))
+                    figure_png_base64(mask_figure({("other" if k == "none" else k): v
+                                                   for k, v in mask.get("layers", {}).items()},
+                                                  mask.get("modules", {})))))
     return out
 
 

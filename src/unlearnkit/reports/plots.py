@@ -74,19 +74,34 @@ def quality_utility_figure(points: Mapping[str, tuple[float | None, float | None
     colors = _colors(list(usable), colors)
     for m, (u, fq) in usable.items():
         ax.scatter([u], [fq], s=90, color=colors[m], edgecolor="black", linewidth=0.6, zorder=3, label=m)
-        ax.annotate(m, (u, fq), textcoords="offset points", xytext=(7, 6), fontsize=10)
+    us = [u for u, _ in usable.values()]
+    span = max(max(us) - min(us), 0.02)
+    for names, (u, fq) in _label_groups(usable, du=0.03 * span, dlog=0.08):
+        ax.annotate(", ".join(names), (u, fq), textcoords="offset points", xytext=(7, 6), fontsize=10)
     ax.set_yscale("log")
     ax.set_xlabel("model utility (higher is better)")
     ax.set_ylabel("forget quality, KS p-value (log; higher is better)")
     lo = min(fq for _, fq in usable.values())
     ax.set_ylim(min(lo / 10, 1e-3), 2.0)
-    us = [u for u, _ in usable.values()]
     pad = max(0.02, (max(us) - min(us)) * 0.15)
     ax.set_xlim(max(0.0, min(us) - pad), min(1.0, max(us) + pad) if max(us) <= 1 else max(us) + pad)
     ax.axhline(0.05, color="0.5", linestyle="--", linewidth=0.8)
     ax.text(ax.get_xlim()[0], 0.05, " p = 0.05", va="bottom", fontsize=9, color="0.4")
     ax.grid(True, which="major", alpha=0.3)
     return fig
+
+
+def _label_groups(points: Mapping[str, tuple[float, float]], du: float, dlog: float) -> list[tuple[list[str], tuple]]:
+    """Methods whose points (nearly) coincide share one label, so names never print over each other."""
+    groups: list[tuple[list[str], tuple]] = []
+    for m, (u, fq) in points.items():
+        for names, (gu, gfq) in groups:
+            if abs(u - gu) <= du and abs(math.log10(fq) - math.log10(gfq)) <= dlog:
+                names.append(m)
+                break
+        else:
+            groups.append(([m], (u, fq)))
+    return groups
 
 
 def leak_rate_figure(leaks: Mapping[str, Mapping[str, float | None]], title: str = "Leak rate per attack",
