@@ -110,10 +110,14 @@ def main(argv=None) -> dict:
     out_dir: Path = args.out
     results: list[dict] = []
 
+    def save_partial():  # what is done so far survives a later failure
+        write_json_atomic(out_dir / "robustness.partial.json", {"kind": "bundle", "results": results})
+
     def attack(model, name):
         res = run_attacks(model, forget, attacks, task.retain, seed=args.seed, max_new_tokens=max_new,
                           translator=translator, options=attack_opts, method=name, work_dir=str(out_dir))
         results.append({k: v for k, v in res.items()})
+        save_partial()
         return res
 
     t0 = time.perf_counter()

@@ -200,3 +200,16 @@ def test_scale_sweep_runs_the_eco_guard(tiny_lm, tmp_path):
     out = run_scale(tiny_lm, ECO(encoder="hashing", sigma_steps=2), by_person(), RETAIN, cfg, tmp_path)
     assert [s["n_targets"] for s in out["stages"]] == [1, 2]
     assert all(s["latency_s"] >= 0 for s in out["stages"])
+
+
+def test_builtin_scale_data_reaches_1000_targets_beside_known_people(tmp_path):
+    """Generated people that share a name with the task's people are replaced, so 1000 distinct targets exist."""
+    from unlearnkit.data import generate_benchmark, load_task
+    from unlearnkit.workflows.scale import builtin_scale_data
+
+    generate_benchmark(tmp_path / "demo", n_people=10, n_forget=2, n_holdout=2, facts_per_person=4, seed=0,
+                       n_general=12)
+    task = load_task(tmp_path / "demo")
+    by_person, retain = builtin_scale_data(1000, task=task, facts_per_person=2, seed=0, work_dir=tmp_path)
+    assert len(by_person) == 1000
+    assert not {r.subject.lower() for r in retain} & {p.lower() for p in by_person}

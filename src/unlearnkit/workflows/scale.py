@@ -316,14 +316,17 @@ def builtin_scale_data(n_targets: int, task=None, facts_per_person: int = 2, n_r
     n_retain = 0 if task is not None else n_retain_people
     root = Path(tempfile.mkdtemp(prefix="unlearnkit-scale-", dir=work_dir))
     generated: dict[str, list[QARecord]] = {}
+    taken = {n.lower() for n in known} | {r.subject.lower() for r in retain if r.subject}
     if extra or n_retain:
-        generate_benchmark(root, n_people=extra + max(n_retain, 1) + len(known), n_forget=extra + len(known),
+        # generated people may share a name with someone the model already knows: make that many more
+        spare = len(taken)
+        generate_benchmark(root, n_people=extra + spare + max(n_retain, 1), n_forget=extra + spare,
                            n_holdout=1, facts_per_person=facts_per_person, seed=seed + 1000, n_general=2)
         gen_task = load_task(root)
         generated = group_by_subject(gen_task.forget)
         if task is None:
             retain = list(gen_task.retain)
-    taken = {n.lower() for n in known} | {r.subject.lower() for r in retain if r.subject}
+            taken |= {r.subject.lower() for r in retain if r.subject}
     by_person = dict(known)
     for name, recs in generated.items():
         if len(by_person) >= n_targets:
