@@ -47,6 +47,8 @@ def available_methods(names) -> list[str]:
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
     from unlearnkit.reports.html import fmt
 
+    if not rows:  # e.g. --no-attacks leaves the attack tables empty
+        return
     cells = [[fmt(c) if not isinstance(c, str) else c for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
     print(f"\n{title}")
@@ -66,6 +68,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--scale-methods", default=None, help="methods for the scale sweep (default: the same)")
     ap.add_argument("--sequential", action="store_true", help="scale sweep as continual unlearning requests")
     ap.add_argument("--no-scale", action="store_true")
+    ap.add_argument("--no-attacks", action="store_true",
+                    help="skip unlearning + attacks per method; run only the scale sweep (its own --out, then "
+                         "`unlearnkit report` both JSON files into one page)")
     ap.add_argument("--translator", default=None, help="model spec used to translate non-built-in questions")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -120,14 +125,14 @@ def main(argv=None) -> dict:
         save_partial()
         return res
 
-    t0 = time.perf_counter()
-    results.append({"kind": "evaluation", "method": "target", "summary": dm.target_eval["summary"]})
-    attack(target, "target")
-    print(f"[robustness] target: attacks in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-
     methods = available_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    if not args.no_attacks:
+        t0 = time.perf_counter()
+        results.append({"kind": "evaluation", "method": "target", "summary": dm.target_eval["summary"]})
+        attack(target, "target")
+        print(f"[robustness] target: attacks in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     target_spec = str(dm.target_dir)
-    for name in methods:
+    for name in ([] if args.no_attacks else methods):
         t0 = time.perf_counter()
         method = build_method(name)
         model, record = unlearn(target, task, method, unlearn_cfg, out_dir / "methods" / name, model_spec=target_spec)
