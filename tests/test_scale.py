@@ -180,26 +180,40 @@ def test_scale_sweep_independent_runs(tmp_path):
 def test_builtin_scale_data_puts_known_people_first(tiny_task, tmp_path):
     from unlearnkit.workflows.scale import builtin_scale_data
 
-    by_person, retain = builtin_scale_data(7, task=tiny_task, facts_per_person=2, seed=0, work_dir=tmp_path)
+    by_person, retain, holdout = builtin_scale_data(7, task=tiny_task, facts_per_person=2, seed=0,
+                                                    work_dir=tmp_path)
     known = list(dict.fromkeys(r.subject for r in tiny_task.forget))
     people = list(by_person)
     assert len(people) == 7 and people[: len(known)] == known
     assert retain == list(tiny_task.retain)
+    assert holdout and holdout == list(tiny_task.holdout)  # people the model never saw: ECO's σ target
+    assert not {r.subject for r in holdout} & set(people)
     retain_people = {r.subject for r in retain}
     assert not retain_people & set(people)  # no target is also a retain person
     assert all(len(recs) == 2 and all(r.subject == p for r in recs) for p, recs in by_person.items())
-    alone, own_retain = builtin_scale_data(3, facts_per_person=1, n_retain_people=4, seed=0, work_dir=tmp_path)
+    alone, own_retain, own_holdout = builtin_scale_data(3, facts_per_person=1, n_retain_people=4, seed=0,
+                                                        work_dir=tmp_path)
     assert len(alone) == 3 and len({r.subject for r in own_retain}) == 4
+    held = {r.subject for r in own_holdout}
+    assert held and not held & (set(alone) | {r.subject for r in own_retain})
 
 
 def test_scale_sweep_runs_the_eco_guard(tiny_lm, tmp_path):
-    """ECO's σ search must work on the sweep's bare forget/retain requests (no eval or holdout split)."""
+    """ECO runs on the sweep's bare forget/retain requests, and searches σ when the sweep has holdout people."""
+    import json
+
     from unlearnkit.methods.eco import ECO
 
     cfg = ScaleConfig(sizes=(1, 2), sequential=False, eval_forget=4, eval_earlier=4, eval_retain=4, max_new_tokens=2)
-    out = run_scale(tiny_lm, ECO(encoder="hashing", sigma_steps=2), by_person(), RETAIN, cfg, tmp_path)
+    out = run_scale(tiny_lm, ECO(encoder="hashing", sigma_steps=2), by_person(), RETAIN, cfg, tmp_path / "bare")
     assert [s["n_targets"] for s in out["stages"]] == [1, 2]
     assert all(s["latency_s"] >= 0 for s in out["stages"])
+    assert json.loads((tmp_path / "bare/stage0/eco_sigma.json").read_text())["log"] == []  # nothing to aim at
+    holdout = [QARecord("Where is Strangerq?", "Strangerq is in Nowhere.", subject="Strangerq")]
+    run_scale(tiny_lm, ECO(encoder="hashing", sigma_steps=2), by_person(), RETAIN, cfg, tmp_path / "held",
+              holdout=holdout)
+    log = json.loads((tmp_path / "held/stage0/eco_sigma.json").read_text())
+    assert log["log"] and "holdout" in log["target_source"]
 
 
 def test_builtin_scale_data_reaches_1000_targets_beside_known_people(tmp_path):
@@ -210,6 +224,6 @@ def test_builtin_scale_data_reaches_1000_targets_beside_known_people(tmp_path):
     generate_benchmark(tmp_path / "demo", n_people=10, n_forget=2, n_holdout=2, facts_per_person=4, seed=0,
                        n_general=12)
     task = load_task(tmp_path / "demo")
-    by_person, retain = builtin_scale_data(1000, task=task, facts_per_person=2, seed=0, work_dir=tmp_path)
+    by_person, retain, _ = builtin_scale_data(1000, task=task, facts_per_person=2, seed=0, work_dir=tmp_path)
     assert len(by_person) == 1000
     assert not {r.subject.lower() for r in retain} & {p.lower() for p in by_person}

@@ -220,22 +220,26 @@ def answer_and_score(model, records: Sequence[QARecord], cfg: ScaleConfig) -> di
 
 
 def apply_request(method, current, stage: Stage, by_person: Mapping[str, Sequence[QARecord]],
-                  retain: Sequence[QARecord], out_dir: Path, train) -> Any:
-    """Unlearn this stage's request: fresh, or on top of the previous result (guards add targets)."""
+                  retain: Sequence[QARecord], out_dir: Path, train, holdout: Sequence[QARecord] = ()) -> Any:
+    """Unlearn this stage's request: fresh, or on top of the previous result (guards add targets).
+
+    ``holdout``: questions about people the model never saw (ECO sets its σ from them)."""
     from unlearnkit.data.targets import targets_from_records
 
     forget = [r for p in stage.new for r in by_person[p]]
     if not stage.from_scratch and hasattr(current, "add_targets") and getattr(method, "family", "") == "guard":
         current.add_targets(targets_from_records(forget))
         return current
-    return method.apply(current, ScaleTask(forget=forget, retain=list(retain)), out_dir, train)
+    return method.apply(current, ScaleTask(forget=forget, retain=list(retain), holdout=list(holdout)), out_dir, train)
 
 
 def run_scale(model, method, by_person: Mapping[str, Sequence[QARecord]], retain: Sequence[QARecord],
               config: ScaleConfig | None = None, out_dir: str | Path = "runs/scale", train=None,
-              method_name: str | None = None, on_stage: Callable[[dict], None] | None = None) -> dict[str, Any]:
+              method_name: str | None = None, on_stage: Callable[[dict], None] | None = None,
+              holdout: Sequence[QARecord] = ()) -> dict[str, Any]:
     """Run the sweep. ``by_person``: target person -> records, in the order targets are added;
-    ``retain``: records about other people (kept, and used to measure utility).
+    ``retain``: records about other people (kept, and used to measure utility); ``holdout``:
+    records about people neither forgotten nor known (given to each request as its holdout split).
 
     Returns ``{"kind": "scale", "method", "sequential", "config", "stages": [...]}``; each stage
     has ``n_targets``, ``n_new_targets``, ``unlearn_seconds``, ``latency_s``,
@@ -256,14 +260,18 @@ def run_scale(model, method, by_person: Mapping[str, Sequence[QARecord]], retain
     base_hits = [r["keyword_hit"] for r in base_retain["per_example"]]
     results: list[dict[str, Any]] = []
     current = model
-    for stage in stages:
+    from tqdm.auto import tqdm
+
+    name = method_name or getattr(method, "name", type(method).__name__)
+    for stage in tqdm(stages, desc=f"scale {name}", unit="request"):
         forget_eval = sample_records(by_person, stage.targets if not cfg.sequential else stage.new,
                                      cfg.eval_forget, cfg.seed, f"forget{stage.index}")
         earlier_eval = sample_records(by_person, stage.earlier, cfg.eval_earlier, cfg.seed, f"earlier{stage.index}")
         before = answer_and_score(model, forget_eval, cfg) if cfg.measure_before else None
         start = model if stage.from_scratch else current
         t0 = time.perf_counter()
-        current = apply_request(method, start, stage, by_person, retain, out_dir / f"stage{stage.index}", train)
+        current = apply_request(method, start, stage, by_person, retain, out_dir / f"stage{stage.index}", train,
+                                holdout)
         unlearn_seconds = time.perf_counter() - t0
         with count_calls(current) as counter:
             t1 = time.perf_counter()
@@ -279,7 +287,7 @@ def run_scale(model, method, by_person: Mapping[str, Sequence[QARecord]], retain
             on_stage(row)
     return {
         "kind": "scale",
-        "method": method_name or getattr(method, "name", type(method).__name__),
+        "method": name,
         "sequential": cfg.sequential,
         "config": asdict(cfg),
         "train": asdict(train) if hasattr(train, "__dataclass_fields__") else None,
@@ -298,13 +306,15 @@ def group_by_subject(records: Sequence[QARecord]) -> dict[str, list[QARecord]]:
 
 
 def builtin_scale_data(n_targets: int, task=None, facts_per_person: int = 2, n_retain_people: int = 20,
-                       seed: int = 0, work_dir: str | Path | None = None) -> tuple[dict[str, list[QARecord]], list[QARecord]]:
-    """Targets and retain records for the sweep from the built-in generator.
+                       seed: int = 0, work_dir: str | Path | None = None
+                       ) -> tuple[dict[str, list[QARecord]], list[QARecord], list[QARecord]]:
+    """Targets, retain and holdout records for the sweep from the built-in generator.
 
     With ``task`` (the benchmark the model was fine-tuned on), its forget people come first
     (the model knows them, so small sizes measure real forgetting) and its retain records
     are the retain set (known facts that must survive); generated people fill the
-    remaining targets. Without ``task`` everything is generated.
+    remaining targets. Without ``task`` everything is generated. Holdout: the task's holdout
+    split (people the model never saw), else the generator's holdout people.
     """
     import tempfile
 
@@ -312,6 +322,7 @@ def builtin_scale_data(n_targets: int, task=None, facts_per_person: int = 2, n_r
 
     known = group_by_subject(task.forget) if task is not None else {}
     retain = list(task.retain) if task is not None else []
+    holdout = list(task.holdout or []) if task is not None else []
     extra = max(0, n_targets - len(known))
     n_retain = 0 if task is not None else n_retain_people
     root = Path(tempfile.mkdtemp(prefix="unlearnkit-scale-", dir=work_dir))
@@ -321,12 +332,12 @@ def builtin_scale_data(n_targets: int, task=None, facts_per_person: int = 2, n_r
         # generated people may share a name with someone the model already knows: make that many more
         spare = len(taken)
         generate_benchmark(root, n_people=extra + spare + max(n_retain, 1), n_forget=extra + spare,
-                           n_holdout=1, facts_per_person=facts_per_person, seed=seed + 1000, n_general=2)
+                           n_holdout=2, facts_per_person=facts_per_person, seed=seed + 1000, n_general=2)
         gen_task = load_task(root)
         generated = group_by_subject(gen_task.forget)
         if task is None:
-            retain = list(gen_task.retain)
-            taken |= {r.subject.lower() for r in retain if r.subject}
+            retain, holdout = list(gen_task.retain), list(gen_task.holdout or [])
+            taken |= {r.subject.lower() for r in retain + holdout if r.subject}
     by_person = dict(known)
     for name, recs in generated.items():
         if len(by_person) >= n_targets:
@@ -335,7 +346,7 @@ def builtin_scale_data(n_targets: int, task=None, facts_per_person: int = 2, n_r
             by_person[name] = recs
     if len(by_person) < n_targets:
         raise ConfigError(f"the generator gave only {len(by_person)} distinct people for {n_targets} targets")
-    return dict(list(by_person.items())[:n_targets]), retain
+    return dict(list(by_person.items())[:n_targets]), retain, holdout
 
 
 def run_builtin_scale(model, method, config: ScaleConfig | None = None, out_dir: str | Path = "runs/scale",
@@ -346,9 +357,10 @@ def run_builtin_scale(model, method, config: ScaleConfig | None = None, out_dir:
 
     cfg = config or ScaleConfig()
     check_sizes(cfg.sizes)
-    by_person, retain = builtin_scale_data(max(cfg.sizes), task, cfg.facts_per_person, cfg.n_retain_people, cfg.seed)
+    by_person, retain, holdout = builtin_scale_data(max(cfg.sizes), task, cfg.facts_per_person,
+                                                    cfg.n_retain_people, cfg.seed)
     result = run_scale(model, method, by_person, retain, cfg, out_dir, train=train, method_name=method_name,
-                       on_stage=on_stage)
+                       on_stage=on_stage, holdout=holdout)
     result["targets"] = list(by_person)
     write_json_atomic(Path(out_dir) / "scale.json", result)
     return result
