@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods.registry import build_method
-from unlearnkit.methods.rmu import decoder_layers, layer_output, masked_mse
+from unlearnkit.methods.rmu import RMUCore, decoder_layers, layer_output, masked_mse
 from unlearnkit.training.config import TrainConfig
 
 
@@ -54,6 +55,32 @@ def test_layer_output_is_that_layers_hidden_state(tiny_lm):
     torch.testing.assert_close(h, ref[1])
 
 
+def test_adaptive_target_scales_with_each_examples_frozen_norm(tiny_lm):
+    core = RMUCore(0, 6.5, (), adaptive_scale=2.0)
+    m = tiny_lm.model
+    ctx = SimpleNamespace(base_model=m, model=m, uses_lora=False, config=SimpleNamespace(seed=0))
+    core.setup(ctx)
+    batch = tiny_lm.encode(["Where does Vel0 live?", "Who?"], ["Vel0 lives in Orsk 0.", "Vel1."])
+    with torch.no_grad():
+        h = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+              output_hidden_states=True).hidden_states[1]
+        coeff = core.adaptive_coeff(ctx, batch).view(-1)
+        loss = core.forget_loss(ctx, batch)
+    for i in range(2):  # mean per-token norm over the real tokens only
+        real = batch["attention_mask"][i].bool()
+        assert float(coeff[i]) == pytest.approx(2.0 * float(h[i][real].norm(dim=-1).mean()), rel=1e-5)
+    assert float(coeff[0]) != pytest.approx(float(coeff[1]), rel=1e-3)
+    target = coeff.view(-1, 1, 1) * core.direction
+    assert float(loss) == pytest.approx(float(masked_mse(h, target.expand_as(h), batch["attention_mask"])), rel=1e-5)
+
+
+def test_adaptive_rmu_trains_and_forget_mse_falls(tiny_lm, simple_task, tmp_path):
+    cfg = TrainConfig(lr=1e-1, max_steps=6, batch_size=3, warmup_ratio=0.0)
+    build_method("rmu", {"adaptive_scale": "3", "alpha": "1"}).apply(tiny_lm, simple_task, tmp_path, cfg)
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["forget_mse"] < 0.9 * log[0]["forget_mse"]
+
+
 def test_masked_mse_ignores_padding():
     h = torch.zeros(1, 3, 2)
     target = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])
@@ -73,6 +100,7 @@ def test_rmu_lowers_forget_probability(tiny_target, simple_task, tmp_path):
     ({"alpha": "-1"}, "alpha must be >= 0"),
     ({"layer": "-3"}, "layer must be"),
     ({"update_layers": "-1"}, "update_layers must be"),
+    ({"adaptive_scale": "-0.5"}, "adaptive_scale must be >= 0"),
 ])
 def test_bad_options_fail_at_build(opts, match):
     with pytest.raises(ConfigError, match=match):

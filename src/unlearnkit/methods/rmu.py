@@ -17,6 +17,12 @@ Choices (METHODS.md leaves them open; each is an option):
 * ``alpha`` — α = 100, the WMDP code's default (the paper's Zephyr run uses 1200).
 * ``update_layers`` — empty = ``(ℓ-2, ℓ-1, ℓ)`` (those ≥ 0). Only layers ≤ ℓ can
   change ``h_ℓ``, so a later layer is a configuration error.
+* ``adaptive_scale`` — β of Adaptive RMU (Dang et al. 2024, "On effects of
+  steering latent representation for LLM unlearning"): instead of a fixed c,
+  each forget example's target is ``β·n·u`` with n the mean (over its real
+  tokens) of the per-token L2 norm of the *frozen* layer-ℓ output. 0 = off
+  (fixed c). Models whose middle-layer activations are far larger than 6.5–20
+  (SmolLM2: norms in the hundreds to thousands) barely move with a fixed c.
 * ``u`` is uniform in [0, 1)^d, normalised to unit length (as in the WMDP code),
   drawn from a generator seeded by the train seed.
 * The MSE averages over every real token of the sequence — prompt *and* answer,
@@ -52,6 +58,8 @@ class RMUOptions:
     steering_coeff: float = option(6.5, "c: scale of the random target direction (6.5–20; WMDP paper: 6.5)")
     alpha: float = option(100.0, "α: weight of the retain activation MSE (WMDP code default 100)")
     update_layers: tuple = option((), "layers whose mlp.down_proj trains; empty = (ℓ-2, ℓ-1, ℓ)")
+    adaptive_scale: float = option(0.0, "β of Adaptive RMU: c = β × each forget example's mean frozen activation "
+                                        "norm at ℓ (0 = fixed steering_coeff)")
 
 
 class _Stop(Exception):
@@ -100,9 +108,10 @@ def masked_mse(hidden: torch.Tensor, target: torch.Tensor, attention_mask: torch
 class RMUCore:
     """The representation losses, shared by the RMU method and BLUR's RMU variant."""
 
-    def __init__(self, layer: int, steering_coeff: float, update_layers: tuple):
+    def __init__(self, layer: int, steering_coeff: float, update_layers: tuple, adaptive_scale: float = 0.0):
         self.layer_opt = layer
         self.steering_coeff = steering_coeff
+        self.adaptive_scale = adaptive_scale
         self.update_opt = tuple(update_layers)
         self.layer = -1
         self.update_layers: tuple[int, ...] = ()
@@ -110,7 +119,9 @@ class RMUCore:
         self.originals: dict[str, torch.Tensor] = {}
 
     @staticmethod
-    def check_options(layer, steering_coeff, update_layers) -> None:
+    def check_options(layer, steering_coeff, update_layers, adaptive_scale: float = 0.0) -> None:
+        if adaptive_scale < 0:
+            raise ConfigError(f"adaptive_scale must be >= 0 (0 = fixed steering_coeff; got {adaptive_scale})")
         if not isinstance(layer, int) or layer < -1:
             raise ConfigError(f"layer must be a layer index >= 0, or -1 for the middle layer (got {layer!r})")
         if steering_coeff <= 0:
@@ -137,7 +148,8 @@ class RMUCore:
         hidden = ctx.base_model.config.hidden_size
         gen = torch.Generator().manual_seed(int(ctx.config.seed))
         u = torch.rand(hidden, generator=gen)
-        self.control = self.steering_coeff * u / u.norm()
+        self.direction = u / u.norm()
+        self.control = self.steering_coeff * self.direction
         if not ctx.uses_lora:
             self.originals = {n: p.detach().clone() for n, p in self.named_trainable(ctx)}
 
@@ -192,9 +204,20 @@ class RMUCore:
         with self._frozen(ctx):
             return layer_output(ctx.model, self._layer_module(ctx), batch)
 
+    def adaptive_coeff(self, ctx, batch) -> torch.Tensor:
+        """[B, 1, 1]: β × each example's mean per-token norm of the frozen layer-ℓ output (real tokens only)."""
+        frozen = self.frozen_hidden(ctx, batch).float()
+        mask = batch["attention_mask"].to(frozen.device, torch.float32)
+        norms = (frozen.norm(dim=-1) * mask).sum(1) / mask.sum(1).clamp_min(1)
+        return (self.adaptive_scale * norms).view(-1, 1, 1)
+
     def forget_loss(self, ctx, batch) -> torch.Tensor:
         h = self.hidden(ctx, batch)
-        target = self.control.to(h.device).expand_as(h)
+        if self.adaptive_scale > 0:
+            target = self.adaptive_coeff(ctx, batch).to(h.device) * self.direction.to(h.device)
+            target = target.expand_as(h)
+        else:
+            target = self.control.to(h.device).expand_as(h)
         return masked_mse(h, target, batch["attention_mask"])
 
     def retain_loss(self, ctx, batch) -> torch.Tensor:
@@ -209,10 +232,10 @@ class RMU(WeightEditingMethod):
 
     def validate(self):
         o = self.options
-        RMUCore.check_options(o.layer, o.steering_coeff, o.update_layers)
+        RMUCore.check_options(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale)
         if o.alpha < 0:
             raise ConfigError(f"alpha must be >= 0 (got {o.alpha})")
-        self.core = RMUCore(o.layer, o.steering_coeff, o.update_layers)
+        self.core = RMUCore(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale)
 
     def setup(self, ctx):
         self.core.setup(ctx)
