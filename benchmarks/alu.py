@@ -152,6 +152,9 @@ def main() -> None:
                     # a false positive: the guard did more than answer (judged, rewrote or refused)
                     row[f"{split}_fp_rate"] = sum(p != "clean:retrieval" for p in paths) / len(paths)
                     row[f"{split}_refusal_rate"] = sum(p.startswith("refused") for p in paths) / len(paths)
+                    row[f"{split}_false_positives"] = [  # what made the guard act on a clean question
+                        {"q": q, "path": t.path, "retrieved": t.retrieved, "verdict": t.verdict, "gen": a}
+                        for q, (a, t) in zip(questions, pairs) if t.path != "clean:retrieval"]
                 row[f"{split}_paths"] = {p: paths.count(p) for p in sorted(set(paths))}
             else:
                 gens = model.generate(questions, max_new_tokens=max_new)

@@ -324,6 +324,23 @@ def test_unlearn_with_eco_searches_sigma_and_round_trips(metric, tiny_lm, tiny_t
     assert again.flag(qs) == guard.flag(qs) and again.sigma == guard.sigma
 
 
+def test_sigma_search_scores_a_capped_sample(tiny_lm, tiny_task, tmp_path):
+    from unlearnkit.methods.eco import capped_sample
+    from unlearnkit.workflows.unlearn import unlearn
+
+    recs = list(range(10))
+    sample = capped_sample(recs, 4, seed=3)
+    assert len(sample) == 4 and sample == sorted(sample) and sample == capped_sample(recs, 4, seed=3)
+    assert capped_sample(recs, 0, seed=3) == recs and capped_sample(recs, 20, seed=3) == recs
+    assert len(tiny_task.forget) > 2
+    method = build_method("eco", {"encoder": "hashing", "sigma_steps": "1", "sigma_records": "2"})
+    unlearn(tiny_lm, tiny_task, method, TrainConfig(), tmp_path / "eco", model_spec="tiny")
+    log = json.loads((tmp_path / "eco" / "eco_sigma.json").read_text())
+    assert log["records"] == 2 and log["log"]
+    with pytest.raises(ConfigError, match="sigma_records"):
+        build_method("eco", {"sigma_records": "-1"})
+
+
 def test_zeroth_order_search_reaches_the_target():
     calls = []
 

@@ -133,6 +133,8 @@ class ECOOptions:
     sigma_eps: float = option(0.5, "σ search central-difference half-width ε")
     sigma_min: float = option(0.1, "lower bound of σ during the search")
     sigma_tol: float = option(0.02, "stop the σ search once |metric − target| <= tol")
+    sigma_records: int = option(64, "forget and holdout records the σ search scores, at most (a seeded sample: the "
+                                    "search costs the same for 1 or 1000 targets; 0 = all)")
     seed: int = option(0, "seed of the noise, the classifier and the negative sample")
 
 
@@ -170,6 +172,8 @@ def check_options(o: ECOOptions) -> None:
         bad(f"sigma_metric must be one of {', '.join(SIGMA_METRICS)}, got '{o.sigma_metric}'")
     if o.sigma_steps < 0:
         bad(f"sigma_steps must be >= 0, got {o.sigma_steps}")
+    if o.sigma_records < 0:
+        bad(f"sigma_records must be >= 0 (0 = all), got {o.sigma_records}")
     if not (o.sigma_lr > 0 and o.sigma_eps > 0 and o.sigma_min >= 0 and o.sigma_tol >= 0):
         bad("sigma_lr and sigma_eps must be > 0, sigma_min and sigma_tol >= 0")
 
@@ -446,19 +450,32 @@ class ECO(GuardMethod):
                         sigma=state.get("sigma"), sigma_log=log)
 
 
+def capped_sample(records, limit: int, seed: int) -> list:
+    """At most ``limit`` records (0 = all), a seeded sample in the original order."""
+    records = list(records)
+    if not limit or len(records) <= limit:
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
 def search_sigma(guard: ECOGuard, task, batch_size: int = 16) -> dict:
-    """Run the zeroth-order σ search on ``task``'s forget set (every forget prompt corrupted)."""
+    """Run the zeroth-order σ search on ``task``'s forget set (every forget prompt corrupted).
+
+    Each evaluation scores the forget sample under corruption, so the sample is capped
+    (``sigma_records``): the search costs the same for 1 or 1000 targets."""
     o = guard.options
     metric = o.sigma_metric
     forget_eval = list(getattr(task, "forget_eval", None) or task.forget)  # a bare forget/retain task has no eval split
-    forget = forget_eval if has_truth_ratio_fields(forget_eval) else task.forget
-    holdout = list(task.holdout or [])
+    forget = forget_eval if has_truth_ratio_fields(forget_eval) else list(task.forget)
+    holdout = capped_sample(task.holdout or [], o.sigma_records, o.seed)
     note = ""
     if metric == "truth_ratio" and not (has_truth_ratio_fields(forget) and
                                         (o.sigma_target >= 0 or has_truth_ratio_fields(holdout))):
         metric, note = "prob", "truth_ratio needs paraphrased and perturbed answers; used prob"
     if metric == "prob":
-        forget = task.forget
+        forget = list(task.forget)
+    forget = capped_sample(forget, o.sigma_records, o.seed)
     bare = metric_of_scores(metric, forget, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
     if o.sigma_target >= 0:
         target, source = float(o.sigma_target), "option sigma_target"
