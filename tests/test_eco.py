@@ -311,12 +311,18 @@ def test_guard_refuses_a_model_without_embeddings():
 def test_unlearn_with_eco_searches_sigma_and_round_trips(metric, tiny_lm, tiny_task, tmp_path):
     from unlearnkit.workflows.unlearn import unlearn
 
-    method = build_method("eco", {"encoder": "hashing", "sigma_steps": "2", "sigma": "1.0", "sigma_metric": metric})
+    opts = {"encoder": "hashing", "sigma_steps": "2", "sigma": "1.0", "sigma_metric": metric}
+    if metric == "prob":  # the random tiny model knows the forget set no better than the holdout: aim below it
+        bare = np.mean([s.prob for s in tiny_lm.score([r.question for r in tiny_task.forget],
+                                                       [r.answer for r in tiny_task.forget])])
+        opts.update(sigma_target=str(0.5 * bare), sigma_tol="0")
+    method = build_method("eco", opts)
     guard, record = unlearn(tiny_lm, tiny_task, method, TrainConfig(), tmp_path / "eco", model_spec="tiny")
     assert record["method"] == "eco" and isinstance(guard, ECOGuard)
     assert set(guard.target_names) == {r.subject for r in tiny_task.forget}
     log = json.loads((tmp_path / "eco" / "eco_sigma.json").read_text())
-    assert log["metric"] == metric and log["target_source"] == "bare model on the holdout split"
+    source = "option sigma_target" if metric == "prob" else "bare model on the holdout split"
+    assert log["metric"] == metric and log["target_source"] == source
     assert 1 <= len(log["log"]) <= 3 and math.isfinite(log["sigma"]) and log["sigma"] == guard.sigma
     assert guard.flag([r.question for r in tiny_task.forget]) == [True] * len(tiny_task.forget)
     again = load_model(tmp_path / "eco")
@@ -333,12 +339,30 @@ def test_sigma_search_scores_a_capped_sample(tiny_lm, tiny_task, tmp_path):
     assert len(sample) == 4 and sample == sorted(sample) and sample == capped_sample(recs, 4, seed=3)
     assert capped_sample(recs, 0, seed=3) == recs and capped_sample(recs, 20, seed=3) == recs
     assert len(tiny_task.forget) > 2
-    method = build_method("eco", {"encoder": "hashing", "sigma_steps": "1", "sigma_records": "2"})
+    method = build_method("eco", {"encoder": "hashing", "sigma_steps": "1", "sigma_records": "2", "sigma_target": "0",
+                                  "sigma_tol": "0"})
     unlearn(tiny_lm, tiny_task, method, TrainConfig(), tmp_path / "eco", model_spec="tiny")
     log = json.loads((tmp_path / "eco" / "eco_sigma.json").read_text())
     assert log["records"] == 2 and log["log"]
     with pytest.raises(ConfigError, match="sigma_records"):
         build_method("eco", {"sigma_records": "-1"})
+
+
+def test_zeroth_order_search_stops_when_it_stalls():
+    res = zeroth_order_search(lambda s: 0.5 - 0.001 * s, 0.3, sigma0=1.0,
+                              cfg=SigmaSearch(steps=10, lr=1.0, eps=0.5, tol=0.01, stall_steps=3))
+    assert not res.reached and "stalled" in res.note and len(res.log) == 4
+
+
+def test_sigma_search_skipped_when_forget_already_scores_below_target(tiny_lm, tiny_task, tmp_path):
+    from unlearnkit.workflows.unlearn import unlearn
+
+    # a random tiny model gives every answer a low probability: a target of 0.99 is above it already
+    method = build_method("eco", {"encoder": "hashing", "sigma": "1.5", "sigma_target": "0.99"})
+    guard, _ = unlearn(tiny_lm, tiny_task, method, TrainConfig(), tmp_path / "eco", model_spec="tiny")
+    log = json.loads((tmp_path / "eco" / "eco_sigma.json").read_text())
+    assert log["log"] == [] and "without corruption" in log["note"] and log["bare_forget_metric"] < 0.99
+    assert guard.sigma == 1.5
 
 
 def test_zeroth_order_search_reaches_the_target():

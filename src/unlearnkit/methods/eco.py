@@ -485,6 +485,12 @@ def search_sigma(guard: ECOGuard, task, batch_size: int = 16) -> dict:
     else:
         return {"sigma": guard.sigma, "metric": metric, "target": None, "reached": False, "log": [],
                 "note": "no holdout split and no sigma_target: kept the initial sigma"}
+    if metric == "prob" and bare <= target + o.sigma_tol:
+        # corruption only lowers the probability: there is nothing for σ to reach
+        return {"sigma": guard.sigma, "metric": metric, "target": target, "reached": False, "log": [],
+                "bare_forget_metric": bare, "target_source": source, "records": len(forget),
+                "note": "the forget records already score at or below the target without corruption (the model "
+                        "does not know them): kept the initial sigma"}
 
     def m(sigma: float) -> float:
         return metric_of_scores(metric, forget, lambda p, a: guard.score_corrupted(p, a, sigma=sigma,

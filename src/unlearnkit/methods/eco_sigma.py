@@ -10,7 +10,9 @@ i.e. gradient descent on ``f`` (``sign(m − t)·g`` is its derivative; starting
 target, as a forget metric does, it is plain descent on ``m``), for ``steps`` steps (≈10),
 stopping early once the target is reached (``f(σ) <= tol``). A plain step on ``|m − t|``
 does not shrink near the target, so once ``m`` has crossed the target the remaining steps
-narrow the bracket instead (secant, bisection when the secant is not inside it). The σ
+narrow the bracket instead (secant, bisection when the secant is not inside it). The search
+also stops when it stalls: ``f`` shrank by less than ``tol`` over the last ``stall_steps``
+gradient steps (a metric that barely moves with σ would otherwise spend every step). The σ
 returned is the best evaluated point (smallest ``f``). Metrics (``SIGMA_METRICS``):
 
 * ``truth_ratio``: TOFU's forget truth-ratio score mean(min(R, 1/R)) over the forget
@@ -44,6 +46,7 @@ class SigmaSearch:
     eps: float = 0.5
     sigma_min: float = 0.0
     tol: float = 0.01
+    stall_steps: int = 3
 
 
 @dataclass
@@ -80,6 +83,7 @@ def zeroth_order_search(metric: Callable[[float], float], target: float, sigma0:
     reached = False
     previous: tuple[float, float] | None = None  # (σ, m) of the last gradient step
     bracket: tuple[tuple[float, float], tuple[float, float]] | None = None  # points on both sides of the target
+    note = ""
 
     def consider(s: float, v: float) -> None:
         nonlocal best
@@ -96,6 +100,10 @@ def zeroth_order_search(metric: Callable[[float], float], target: float, sigma0:
             reached = True
             break
         if step == cfg.steps:
+            break
+        if bracket is None and cfg.stall_steps and step >= cfg.stall_steps and \
+                log[step - cfg.stall_steps]["gap"] - gap < cfg.tol:
+            note = f"stalled: the gap shrank by less than {cfg.tol} in {cfg.stall_steps} steps"
             break
         if bracket is None and previous is not None and (previous[1] - target) * (value - target) < 0:
             bracket = (previous, (sigma, value))
@@ -124,7 +132,7 @@ def zeroth_order_search(metric: Callable[[float], float], target: float, sigma0:
         previous = (sigma, value)
         sigma = new_sigma
     return SearchResult(sigma=best[1], target=float(target), metric=name, reached=reached,
-                        evaluations=len(cache), seconds=time.perf_counter() - t0, log=log)
+                        evaluations=len(cache), seconds=time.perf_counter() - t0, log=log, note=note)
 
 
 def has_truth_ratio_fields(records) -> bool:
