@@ -172,12 +172,13 @@ def main(argv=None) -> dict:
     print_table("Forgetting and utility", ["method", "forget quality", "model utility", "forget keyword acc"],
                 [[r["method"], r["summary"].get("forget_quality"), r["summary"].get("model_utility"),
                   r["summary"].get("forget_keyword_accuracy")] for r in ev_rows])
-    scale_rows = [[r["method"], s["n_targets"], s["unlearn_seconds"], s["latency_s"], s["tokens_per_query"],
-                   s["forget_leak_rate"], s["retain_keyword_accuracy"]]
+    scale_rows = [[r["method"], s["n_targets"], s["unlearn_seconds"], s.get("latency_s_forget"),
+                   s.get("latency_s_retain"), s.get("tokens_per_query_forget"), s.get("tokens_per_query_retain"),
+                   s["forget_leak_rate"], s["retain_keyword_accuracy"], s["over_refusal"]]
                   for r in results if r.get("kind") == "scale" for s in r["stages"]]
-    if scale_rows:
-        print_table("Scale sweep", ["method", "targets", "unlearn s", "s/query", "tokens/query", "leak",
-                                    "retain acc"], scale_rows)
+    print_table("Scale sweep (per target query / per retain query: the retain questions are the same at every size)",
+                ["method", "targets", "unlearn s", "s/target q", "s/retain q", "tok/target q", "tok/retain q",
+                 "leak", "retain acc", "over-refusal"], scale_rows)
     print(f"\nwritten: {out_dir / 'robustness.json'}, {report['html']}, {report['markdown']} "
           f"({bundle['seconds']:.0f} s)")
     return bundle

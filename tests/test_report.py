@@ -38,6 +38,8 @@ def scale_result(method, sequential=False):
     for i, n in enumerate((1, 10, 100)):
         stages.append({"stage": i, "n_targets": n, "n_new_targets": n, "unlearn_seconds": 2.5 * (i + 1) + 0.125,
                        "latency_s": 0.0625 * (i + 1), "tokens_per_query": 100.0 + 37 * i, "calls_per_query": 1.0 + i,
+                       "latency_s_forget": 0.1875 * (i + 1), "latency_s_retain": 0.03125 * (i + 1),
+                       "tokens_per_query_forget": 300.0 + 11 * i, "tokens_per_query_retain": 50.0 + 3 * i,
                        "forget_leak_rate": 0.0 + 0.0625 * i, "forget_rouge": 0.1 + 0.05 * i,
                        "earlier_leak_rate": None if i == 0 else 0.03125 * i,
                        "retain_keyword_accuracy": 0.875 - 0.0625 * i, "retain_rouge": 0.7, "over_refusal": 0.015625 * i,

@@ -157,6 +157,11 @@ def test_scale_sweep_with_a_guard_sequential(tmp_path):
     # the guard's prompt lists every target: tokens per query grow with the number of targets
     per_call = [s["tokens_per_query"] / s["calls_per_query"] for s in stages]
     assert per_call == sorted(per_call) and per_call[-1] > per_call[0]
+    # apart per kind: target queries are refused without a call, each retain query makes one
+    assert all(s["calls_per_query_forget"] == 0 and s["tokens_per_query_forget"] == 0 for s in stages)
+    assert all(s["calls_per_query_retain"] == 1 and s["latency_s_retain"] >= 0 for s in stages)
+    retain_tokens = [s["tokens_per_query_retain"] for s in stages]
+    assert retain_tokens == sorted(retain_tokens) and retain_tokens[-1] > retain_tokens[0]
 
 
 def test_scale_sweep_tracks_earlier_targets(tmp_path):

@@ -28,7 +28,8 @@ PREFERRED = ("forget_quality", "model_utility", "forget_keyword_accuracy", "forg
              "forget_truth_ratio", "retain_keyword_accuracy", "retain_rouge", "retain_prob", "retain_truth_ratio",
              "privleak", "seconds")
 ATTACK_COLUMNS = ("leak_rate", "rouge_l_recall", "n", "seconds")
-SCALE_FIRST = ("n_targets", "n_new_targets", "unlearn_seconds", "latency_s", "tokens_per_query", "calls_per_query",
+SCALE_FIRST = ("n_targets", "n_new_targets", "unlearn_seconds", "latency_s_forget", "latency_s_retain",
+               "tokens_per_query_forget", "tokens_per_query_retain", "latency_s", "tokens_per_query", "calls_per_query",
                "forget_leak_rate", "forget_rouge", "earlier_leak_rate", "retain_keyword_accuracy", "retain_rouge",
                "over_refusal")
 SKIP_KEYS = {"per_example", "model", "config", "task", "cache_key"}
@@ -329,8 +330,8 @@ def render_markdown(data: ReportData, html_name: str | None = None, title: str =
                        else data.attacks[m].get(a, {}).get("leak_rate")) for m in data.attacks]] for a in attacks]
         out.append("## Leak rate per attack\n\n" + _md_table(["attack", *data.attacks], rows))
     if data.scale:
-        keys = ["n_targets", "unlearn_seconds", "latency_s", "tokens_per_query", "forget_leak_rate",
-                "retain_keyword_accuracy"]
+        keys = ["n_targets", "unlearn_seconds", "latency_s_forget", "latency_s_retain", "tokens_per_query_forget",
+                "tokens_per_query_retain", "forget_leak_rate", "retain_keyword_accuracy"]
         rows = [[label, *[s.get(k) for k in keys]] for label, res in data.scale.items() for s in res.get("stages", [])]
         out.append("## Scale sweep\n\n" + _md_table(["method", *keys], rows))
     if data.masks:

@@ -143,9 +143,11 @@ def leak_rate_figure(leaks: Mapping[str, Mapping[str, float | None]], title: str
 
 SCALE_PANELS = (
     ("unlearn_seconds", "wall time to unlearn (s)", True),
-    ("latency_s", "latency per query (s)", True),
-    ("tokens_per_query", "tokens per query", True),
+    ("latency_s_forget", "latency per target query (s)", True),
+    ("latency_s_retain", "latency per retain query (s)", True),
     ("forget_leak_rate", "leak rate on the targets", False),
+    ("tokens_per_query_forget", "tokens per target query", True),
+    ("tokens_per_query_retain", "tokens per retain query", True),
 )
 
 
@@ -153,9 +155,12 @@ def scale_figure(curves: Mapping[str, Sequence[Mapping[str, float]]], title: str
                  panels: Sequence[tuple[str, str, bool]] = SCALE_PANELS,
                  colors: Mapping[str, tuple] | None = None) -> Figure:
     """``curves``: method -> stages, each a dict with ``n_targets`` and the panel keys."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), dpi=110, layout="constrained")
+    cols = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(5.2 * cols, 7.5), dpi=110, layout="constrained", squeeze=False)
     fig.suptitle(title, fontsize=14)
     colors = _colors(list(curves), colors)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
     for ax, (key, label, logy) in zip(axes.ravel(), panels):
         drawn = False
         for m, stages in curves.items():

@@ -11,7 +11,11 @@ records
   that now miss, or that now get a refusal;
 * cost: wall time to unlearn, latency per query, tokens per query (prompt +
   generated, summed over every call the query makes to the underlying model) and
-  model calls per query.
+  model calls per query — over all queries, and apart for the target queries
+  (``*_forget``) and the retain queries (``*_retain``). The mix changes with the size (one
+  target has 4 questions, ten have 24), and a guard spends far more on a target query
+  than on a clean one, so the per-kind figures are the ones to compare across sizes;
+  the retain queries are the same questions at every size.
 
 ``sequential=False``: each size is a fresh run from the original model.
 ``sequential=True`` (continual unlearning): the requests arrive one after another
@@ -273,15 +277,15 @@ def run_scale(model, method, by_person: Mapping[str, Sequence[QARecord]], retain
         current = apply_request(method, start, stage, by_person, retain, out_dir / f"stage{stage.index}", train,
                                 holdout)
         unlearn_seconds = time.perf_counter() - t0
-        with count_calls(current) as counter:
-            t1 = time.perf_counter()
-            forget = answer_and_score(current, forget_eval, cfg)
-            earlier = answer_and_score(current, earlier_eval, cfg)
-            kept = answer_and_score(current, retain_eval, cfg)
-            query_seconds = time.perf_counter() - t1
-        n_queries = len(forget_eval) + len(earlier_eval) + len(retain_eval)
-        row = stage_row(stage, unlearn_seconds, query_seconds, n_queries, counter, forget, earlier, kept, base_hits,
-                        before)
+        costs: dict[str, tuple[float, int, CallCounter]] = {}
+        scored = {}
+        for kind, recs in (("forget", forget_eval), ("earlier", earlier_eval), ("retain", retain_eval)):
+            with count_calls(current) as counter:
+                t1 = time.perf_counter()
+                scored[kind] = answer_and_score(current, recs, cfg)
+                costs[kind] = (time.perf_counter() - t1, len(recs), counter)
+        row = stage_row(stage, unlearn_seconds, costs, scored["forget"], scored["earlier"], scored["retain"],
+                        base_hits, before)
         results.append(row)
         if on_stage is not None:
             on_stage(row)
@@ -366,19 +370,32 @@ def run_builtin_scale(model, method, config: ScaleConfig | None = None, out_dir:
     return result
 
 
-def stage_row(stage: Stage, unlearn_seconds: float, query_seconds: float, n_queries: int, counter: CallCounter,
+def per_query(costs: Mapping[str, tuple[float, int, CallCounter]], kinds: Sequence[str]) -> dict[str, float | None]:
+    """Latency, tokens and calls per query over the query kinds ``kinds`` (None without queries)."""
+    n = sum(costs[k][1] for k in kinds if k in costs)
+    if not n:
+        return {"latency_s": None, "tokens_per_query": None, "calls_per_query": None}
+    return {"latency_s": sum(costs[k][0] for k in kinds if k in costs) / n,
+            "tokens_per_query": sum(costs[k][2].tokens for k in kinds if k in costs) / n,
+            "calls_per_query": sum(costs[k][2].calls for k in kinds if k in costs) / n}
+
+
+def stage_row(stage: Stage, unlearn_seconds: float, costs: Mapping[str, tuple[float, int, CallCounter]],
               forget: dict, earlier: dict, kept: dict, base_hits: Sequence[bool], before: dict | None) -> dict:
-    """One stage's numbers (pure: the scored answers and the counts in, the row out)."""
+    """One stage's numbers (pure: the scored answers and, per query kind, (seconds, queries, counter) in)."""
     hits = [r["keyword_hit"] for r in kept["per_example"]]
     gens = [r["generation"] for r in kept["per_example"]]
+    overall = per_query(costs, ("forget", "earlier", "retain"))
+    targets = per_query(costs, ("forget", "earlier"))
+    clean = per_query(costs, ("retain",))
     return {
         "stage": stage.index,
         "n_targets": stage.n_targets,
         "n_new_targets": len(stage.new),
         "unlearn_seconds": unlearn_seconds,
-        "latency_s": query_seconds / n_queries if n_queries else None,
-        "tokens_per_query": counter.tokens / n_queries if n_queries else None,
-        "calls_per_query": counter.calls / n_queries if n_queries else None,
+        **overall,
+        **{f"{k}_forget": v for k, v in targets.items()},
+        **{f"{k}_retain": v for k, v in clean.items()},
         "forget_leak_rate_before": before["leak_rate"] if before else None,
         "forget_leak_rate": forget["leak_rate"],
         "forget_rouge": forget["rouge_l_recall"],
