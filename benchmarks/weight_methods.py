@@ -83,11 +83,20 @@ def run_one(name, lr, train, target, target_dir, task, cfg, retain_eval, run_dir
 
 
 def pick_best(runs: list[dict], target_utility: float) -> dict:
-    """Highest forget quality among runs with utility ≥ 90 % of the target's; else the most useful run."""
+    """Highest forget quality among runs with utility ≥ 90 % of the target's; else the most useful run.
+
+    Forget quality is a KS p-value over a few forget examples and takes few distinct values, so
+    ties are common: they go to the lower forget keyword accuracy, then the lower forget ROUGE,
+    then the higher utility."""
     floor = KEEP_UTILITY * target_utility
     ok = [r for r in runs if (r["model_utility"] or 0.0) >= floor]
     if ok:
-        best = max(ok, key=lambda r: (r["forget_quality"] or 0.0, r["model_utility"] or 0.0))
+        def key(r):
+            kw, rouge = r.get("forget_keyword_accuracy"), r.get("forget_rouge")
+            return (r["forget_quality"] or 0.0, -(kw if kw is not None else 1.0),
+                    -(rouge if rouge is not None else 1.0), r["model_utility"] or 0.0)
+
+        best = max(ok, key=key)
         return {**best, "keeps_utility": True}
     return {**max(runs, key=lambda r: r["model_utility"] or 0.0), "keeps_utility": False}
 
@@ -176,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
              f"{train.max_steps} steps × batch {train.batch_size}, best of {'1' if args.quick else '3'} lr")
     print_table(best, target_summary, console, title)
     summary = {"model": args.model, "steps": train.max_steps, "batch_size": train.batch_size,
-               "selection": f"max forget_quality s.t. model_utility >= {KEEP_UTILITY} x target",
+               "selection": f"max forget_quality s.t. model_utility >= {KEEP_UTILITY} x target; ties: lower forget "
+                            "keyword accuracy, lower forget ROUGE, higher utility",
                "config": json.loads(json.dumps(asdict(cfg), default=str)), "train": asdict(train),
                "target": target_summary, "retain": {k: retain_eval["summary"].get(k) for k in METRICS},
                "best": best, "runs": all_runs, "seconds": time.perf_counter() - t0}

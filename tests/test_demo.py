@@ -5,8 +5,9 @@ import json
 from rich.console import Console
 
 from unlearnkit.evaluation.tofu import EvalConfig
+from unlearnkit.methods.registry import build_method
 from unlearnkit.training.config import TrainConfig
-from unlearnkit.workflows.demo import DEMO_METHOD_LR, DEMO_METHODS, DemoConfig, run_demo
+from unlearnkit.workflows.demo import DEMO_METHOD_LR, DEMO_METHOD_OPTIONS, DEMO_METHODS, DemoConfig, run_demo
 
 
 def _config(methods):
@@ -31,6 +32,9 @@ def test_demo_on_the_tiny_model_then_from_cache(tmp_path):
     assert set(saved["results"]) == {"target", "retain", "grad_ascent", "blur", "grin"}
     assert saved["runs"]["grin"]["train"]["lr"] == DEMO_METHOD_LR["grin"]  # per-method learning rate
     assert saved["runs"]["grad_ascent"]["train"]["lr"] == DEMO_METHOD_LR["grad_ascent"]
+    assert DEMO_METHOD_OPTIONS["grin"] and saved["runs"]["grin"]["options"]["skip_embeddings"] is True
+    assert saved["runs"]["grin"]["options"]["skip_embeddings"] != build_method("grin").describe()["options"][
+        "skip_embeddings"]  # the demo's option, not the method's default
     page = (tmp_path / "a" / "report.html").read_text()
     assert "Where the GRIN mask fell: grin" in page
     second = run_demo(tmp_path / "b", "tiny", _config(("grad_ascent",)), console=console)
