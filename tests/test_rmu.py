@@ -74,6 +74,23 @@ def test_adaptive_target_scales_with_each_examples_frozen_norm(tiny_lm):
     assert float(loss) == pytest.approx(float(masked_mse(h, target.expand_as(h), batch["attention_mask"])), rel=1e-5)
 
 
+def test_forget_positions_answer_covers_only_answer_tokens(tiny_lm):
+    m = tiny_lm.model
+    ctx = SimpleNamespace(base_model=m, model=m, uses_lora=False, config=SimpleNamespace(seed=0))
+    batch = tiny_lm.encode(["Where does Vel0 live?", "Who?"], ["Vel0 lives in Orsk 0.", "Vel1."])
+    answer, everything = RMUCore(0, 6.5, (), forget_positions="answer"), RMUCore(0, 6.5, ())
+    for core in (answer, everything):
+        core.setup(ctx)
+    mask = answer.forget_mask(batch)
+    assert torch.equal(mask.bool(), (batch["labels"] != -100) & batch["attention_mask"].bool())
+    assert 0 < int(mask.sum()) < int(batch["attention_mask"].sum())
+    with torch.no_grad():
+        h = layer_output(m, decoder_layers(m)[0], batch)
+        expected = masked_mse(h, answer.control.expand_as(h), mask)
+        assert float(answer.forget_loss(ctx, batch)) == pytest.approx(float(expected), rel=1e-6)
+        assert float(answer.forget_loss(ctx, batch)) != pytest.approx(float(everything.forget_loss(ctx, batch)))
+
+
 def test_adaptive_rmu_trains_and_forget_mse_falls(tiny_lm, simple_task, tmp_path):
     cfg = TrainConfig(lr=1e-1, max_steps=6, batch_size=3, warmup_ratio=0.0)
     build_method("rmu", {"adaptive_scale": "3", "alpha": "1"}).apply(tiny_lm, simple_task, tmp_path, cfg)
@@ -101,6 +118,7 @@ def test_rmu_lowers_forget_probability(tiny_target, simple_task, tmp_path):
     ({"layer": "-3"}, "layer must be"),
     ({"update_layers": "-1"}, "update_layers must be"),
     ({"adaptive_scale": "-0.5"}, "adaptive_scale must be >= 0"),
+    ({"forget_positions": "prompt"}, "forget_positions must be"),
 ])
 def test_bad_options_fail_at_build(opts, match):
     with pytest.raises(ConfigError, match=match):

@@ -23,6 +23,11 @@ Choices (METHODS.md leaves them open; each is an option):
   tokens) of the per-token L2 norm of the *frozen* layer-ℓ output. 0 = off
   (fixed c). Models whose middle-layer activations are far larger than 6.5–20
   (SmolLM2: norms in the hundreds to thousands) barely move with a fixed c.
+* ``forget_positions`` — ``all`` (every real token, as above) or ``answer`` (the
+  forget MSE covers only the answer tokens). On chat-formatted question/answer data
+  every example shares the chat template's tokens, so steering ``all`` positions of
+  the forget examples fights the retain term on exactly those positions (on SmolLM2
+  with ``adaptive_scale`` it broke general questions while the forget answers stayed).
 * ``u`` is uniform in [0, 1)^d, normalised to unit length (as in the WMDP code),
   drawn from a generator seeded by the train seed.
 * The MSE averages over every real token of the sequence — prompt *and* answer,
@@ -60,6 +65,8 @@ class RMUOptions:
     update_layers: tuple = option((), "layers whose mlp.down_proj trains; empty = (ℓ-2, ℓ-1, ℓ)")
     adaptive_scale: float = option(0.0, "β of Adaptive RMU: c = β × each forget example's mean frozen activation "
                                         "norm at ℓ (0 = fixed steering_coeff)")
+    forget_positions: str = option("all", "tokens the forget MSE covers: all (every real token, WMDP) or answer "
+                                          "(answer tokens only: chat templates shared with retain data stay out)")
 
 
 class _Stop(Exception):
@@ -108,10 +115,12 @@ def masked_mse(hidden: torch.Tensor, target: torch.Tensor, attention_mask: torch
 class RMUCore:
     """The representation losses, shared by the RMU method and BLUR's RMU variant."""
 
-    def __init__(self, layer: int, steering_coeff: float, update_layers: tuple, adaptive_scale: float = 0.0):
+    def __init__(self, layer: int, steering_coeff: float, update_layers: tuple, adaptive_scale: float = 0.0,
+                 forget_positions: str = "all"):
         self.layer_opt = layer
         self.steering_coeff = steering_coeff
         self.adaptive_scale = adaptive_scale
+        self.forget_positions = forget_positions
         self.update_opt = tuple(update_layers)
         self.layer = -1
         self.update_layers: tuple[int, ...] = ()
@@ -119,7 +128,10 @@ class RMUCore:
         self.originals: dict[str, torch.Tensor] = {}
 
     @staticmethod
-    def check_options(layer, steering_coeff, update_layers, adaptive_scale: float = 0.0) -> None:
+    def check_options(layer, steering_coeff, update_layers, adaptive_scale: float = 0.0,
+                      forget_positions: str = "all") -> None:
+        if forget_positions not in ("all", "answer"):
+            raise ConfigError(f"forget_positions must be 'all' or 'answer' (got '{forget_positions}')")
         if adaptive_scale < 0:
             raise ConfigError(f"adaptive_scale must be >= 0 (0 = fixed steering_coeff; got {adaptive_scale})")
         if not isinstance(layer, int) or layer < -1:
@@ -204,10 +216,16 @@ class RMUCore:
         with self._frozen(ctx):
             return layer_output(ctx.model, self._layer_module(ctx), batch)
 
+    def forget_mask(self, batch) -> torch.Tensor:
+        """The positions the forget MSE covers: real tokens, or only the answer tokens (labels != -100)."""
+        if self.forget_positions == "answer":
+            return (batch["labels"] != -100).long() * batch["attention_mask"]
+        return batch["attention_mask"]
+
     def adaptive_coeff(self, ctx, batch) -> torch.Tensor:
-        """[B, 1, 1]: β × each example's mean per-token norm of the frozen layer-ℓ output (real tokens only)."""
+        """[B, 1, 1]: β × each example's mean per-token norm of the frozen layer-ℓ output (covered tokens only)."""
         frozen = self.frozen_hidden(ctx, batch).float()
-        mask = batch["attention_mask"].to(frozen.device, torch.float32)
+        mask = self.forget_mask(batch).to(frozen.device, torch.float32)
         norms = (frozen.norm(dim=-1) * mask).sum(1) / mask.sum(1).clamp_min(1)
         return (self.adaptive_scale * norms).view(-1, 1, 1)
 
@@ -218,7 +236,7 @@ class RMUCore:
             target = target.expand_as(h)
         else:
             target = self.control.to(h.device).expand_as(h)
-        return masked_mse(h, target, batch["attention_mask"])
+        return masked_mse(h, target, self.forget_mask(batch))
 
     def retain_loss(self, ctx, batch) -> torch.Tensor:
         frozen = self.frozen_hidden(ctx, batch)
@@ -232,10 +250,10 @@ class RMU(WeightEditingMethod):
 
     def validate(self):
         o = self.options
-        RMUCore.check_options(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale)
+        RMUCore.check_options(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale, o.forget_positions)
         if o.alpha < 0:
             raise ConfigError(f"alpha must be >= 0 (got {o.alpha})")
-        self.core = RMUCore(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale)
+        self.core = RMUCore(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale, o.forget_positions)
 
     def setup(self, ctx):
         self.core.setup(ctx)
