@@ -47,10 +47,13 @@ def _colors(names: Sequence[str], given: Mapping[str, tuple] | None = None) -> d
     return method_colors(names)
 
 
-def _plain_log_labels(axis) -> None:
+def _plain_log_labels(axis, values: Sequence[float] = ()) -> None:
+    """Plain numbers on a log axis: ticks at 1-2-5 steps, or decades only when the values span > 3 decades."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    pos = [v for v in values if v > 0]
+    wide = bool(pos) and math.log10(max(pos) / min(pos)) > 3
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -75,15 +78,15 @@ def quality_utility_figure(points: Mapping[str, tuple[float | None, float | None
     for m, (u, fq) in usable.items():
         ax.scatter([u], [fq], s=90, color=colors[m], edgecolor="black", linewidth=0.6, zorder=3, label=m)
     us = [u for u, _ in usable.values()]
-    span = max(max(us) - min(us), 0.02)
-    for names, (u, fq) in _label_groups(usable, du=0.03 * span, dlog=0.08):
+    pad = max(0.02, (max(us) - min(us)) * 0.15)
+    width = max(us) - min(us) + 2 * pad  # the x-axis span: points closer than a label's width share the label
+    for names, (u, fq) in _label_groups(usable, du=0.06 * width, dlog=0.08):
         ax.annotate(", ".join(names), (u, fq), textcoords="offset points", xytext=(7, 6), fontsize=10)
     ax.set_yscale("log")
     ax.set_xlabel("model utility (higher is better)")
     ax.set_ylabel("forget quality, KS p-value (log; higher is better)")
     lo = min(fq for _, fq in usable.values())
     ax.set_ylim(min(lo / 10, 1e-3), 2.0)
-    pad = max(0.02, (max(us) - min(us)) * 0.15)
     ax.set_xlim(max(0.0, min(us) - pad), min(1.0, max(us) + pad) if max(us) <= 1 else max(us) + pad)
     ax.axhline(0.05, color="0.5", linestyle="--", linewidth=0.8)
     ax.text(ax.get_xlim()[0], 0.05, " p = 0.05", va="bottom", fontsize=9, color="0.4")
@@ -176,9 +179,10 @@ def scale_figure(curves: Mapping[str, Sequence[Mapping[str, float]]], title: str
             continue
         ax.set_xscale("log")
         _plain_log_labels(ax.xaxis)
-        if logy and all(v > 0 for st in curves.values() for s in st if _finite(s.get(key)) for v in [s[key]]):
+        ys = [s[key] for st in curves.values() for s in st if _finite(s.get(key))]
+        if logy and all(v > 0 for v in ys):
             ax.set_yscale("log")
-            _plain_log_labels(ax.yaxis)
+            _plain_log_labels(ax.yaxis, ys)
         if not logy:
             ax.set_ylim(-0.02, 1.05)
         ax.grid(True, which="major", alpha=0.3)
