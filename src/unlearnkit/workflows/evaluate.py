@@ -4,27 +4,63 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from unlearnkit.evaluation.tofu import EvalConfig, add_reference_metrics, evaluate_tofu
 from unlearnkit.io import read_json, write_json_atomic
 
 
-def eval_key(task, config: EvalConfig) -> str:
+def model_fingerprint(model) -> str:
+    """What identifies the model's behaviour: per-tensor sums of its weights, and each guard's description.
+
+    Guards are followed down to the model they wrap (their own state — targets, σ,
+    classifier — is in their description). Sums of every tensor change whenever
+    training changes a weight and cost one pass over the weights (no copy of the model);
+    where a model was loaded from does not count, so a cached copy matches its original.
+    A model without local weights (an HTTP endpoint) counts by its description.
+    """
+    import torch
+
+    parts: list[str] = []
+    inner, depth = model, 0
+    while inner is not None and depth < 8:
+        module = getattr(inner, "model", None)
+        if isinstance(module, torch.nn.Module):
+            parts.append(type(module).__name__)
+            with torch.no_grad():
+                for name, p in module.named_parameters():
+                    t = p.detach().float()
+                    parts.append(f"{name}:{float(t.sum()):.9e}:{float(t.abs().sum()):.9e}")
+            break
+        options = getattr(inner, "options", None)
+        targets = getattr(inner, "targets", None) or []
+        parts.append(json.dumps({"describe": inner.describe(),
+                                 "options": asdict(options) if is_dataclass(options) else None,
+                                 "targets": sorted(str(getattr(t, "name", t)) for t in targets)},
+                                sort_keys=True, default=str))
+        inner, depth = getattr(inner, "base", None), depth + 1
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def eval_key(task, config: EvalConfig, model_key: str = "") -> str:
     blob = json.dumps({"task": asdict(task.splits), "root": str(task.root), "config": asdict(config),
-                       "sizes": [len(task.forget_eval), len(task.retain_eval), len(task.holdout)]},
+                       "sizes": [len(task.forget_eval), len(task.retain_eval), len(task.holdout)],
+                       "model": model_key},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cached_evaluate(model, task, cache_file: Path, config: EvalConfig, reference: dict | None = None) -> dict:
-    """Reuse ``cache_file`` when it holds a result for the same task and config.
+    """Reuse ``cache_file`` when it holds a result for the same model, task and config.
+
+    The model counts by its fingerprint (``model_fingerprint``): a run directory whose
+    model was trained again with other settings is evaluated again, never served a stale result.
 
     The reference-dependent metrics are recomputed from per-example values, so a
     cached result is valid against any reference.
     """
-    key = eval_key(task, config)
+    key = eval_key(task, config, model_fingerprint(model))
     result = None
     if cache_file.is_file():
         cached = read_json(cache_file)
