@@ -86,7 +86,7 @@ def test_forget_positions_answer_covers_only_answer_tokens(tiny_lm):
     assert 0 < int(mask.sum()) < int(batch["attention_mask"].sum())
     with torch.no_grad():
         h = layer_output(m, decoder_layers(m)[0], batch)
-        expected = masked_mse(h, answer.control.expand_as(h), mask)
+        expected = masked_mse(h, (6.5 * answer.direction).expand_as(h), mask)
         assert float(answer.forget_loss(ctx, batch)) == pytest.approx(float(expected), rel=1e-6)
         assert float(answer.forget_loss(ctx, batch)) != pytest.approx(float(everything.forget_loss(ctx, batch)))
 

@@ -124,7 +124,7 @@ class RMUCore:
         self.update_opt = tuple(update_layers)
         self.layer = -1
         self.update_layers: tuple[int, ...] = ()
-        self.control: torch.Tensor | None = None
+        self.direction: torch.Tensor | None = None  # u, unit length
         self.originals: dict[str, torch.Tensor] = {}
 
     @staticmethod
@@ -161,7 +161,6 @@ class RMUCore:
         gen = torch.Generator().manual_seed(int(ctx.config.seed))
         u = torch.rand(hidden, generator=gen)
         self.direction = u / u.norm()
-        self.control = self.steering_coeff * self.direction
         if not ctx.uses_lora:
             self.originals = {n: p.detach().clone() for n, p in self.named_trainable(ctx)}
 
@@ -231,11 +230,8 @@ class RMUCore:
 
     def forget_loss(self, ctx, batch) -> torch.Tensor:
         h = self.hidden(ctx, batch)
-        if self.adaptive_scale > 0:
-            target = self.adaptive_coeff(ctx, batch).to(h.device) * self.direction.to(h.device)
-            target = target.expand_as(h)
-        else:
-            target = self.control.to(h.device).expand_as(h)
+        coeff = self.adaptive_coeff(ctx, batch).to(h.device) if self.adaptive_scale > 0 else self.steering_coeff
+        target = (coeff * self.direction.to(h.device)).expand_as(h)
         return masked_mse(h, target, self.forget_mask(batch))
 
     def retain_loss(self, ctx, batch) -> torch.Tensor:

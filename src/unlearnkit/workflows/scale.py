@@ -372,12 +372,13 @@ def run_builtin_scale(model, method, config: ScaleConfig | None = None, out_dir:
 
 def per_query(costs: Mapping[str, tuple[float, int, CallCounter]], kinds: Sequence[str]) -> dict[str, float | None]:
     """Latency, tokens and calls per query over the query kinds ``kinds`` (None without queries)."""
-    n = sum(costs[k][1] for k in kinds if k in costs)
+    chosen = [costs[k] for k in kinds if k in costs]
+    n = sum(queries for _, queries, _ in chosen)
     if not n:
         return {"latency_s": None, "tokens_per_query": None, "calls_per_query": None}
-    return {"latency_s": sum(costs[k][0] for k in kinds if k in costs) / n,
-            "tokens_per_query": sum(costs[k][2].tokens for k in kinds if k in costs) / n,
-            "calls_per_query": sum(costs[k][2].calls for k in kinds if k in costs) / n}
+    return {"latency_s": sum(seconds for seconds, _, _ in chosen) / n,
+            "tokens_per_query": sum(c.tokens for _, _, c in chosen) / n,
+            "calls_per_query": sum(c.calls for _, _, c in chosen) / n}
 
 
 def stage_row(stage: Stage, unlearn_seconds: float, costs: Mapping[str, tuple[float, int, CallCounter]],
