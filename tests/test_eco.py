@@ -100,21 +100,26 @@ def test_scoring_corrupts_only_selected_prompt_positions_and_dims(guard, tiny_lm
     assert [p.how for p in plans] == ["entity", "entity"]
     with Capture(tiny_lm) as cap:
         guard.score(prompts, answers)
-    assert len(cap.calls) == 1
-    emb = cap.calls[0]
-    # score() sorts rows by length, longest first
-    order = sorted(range(2), key=lambda i: -(len(plans[i].ids) + len(tiny_lm.answer_ids(answers[i]))))
+    # two forwards: every prompt once, then the answers reading the prompts' KV cache
+    assert len(cap.calls) == 2
+    prompt_emb, answer_emb = cap.calls
+    pairs = [tiny_lm.pair_ids(p, a) for p, a in zip(prompts, answers)]
+    # the prompts are read longest first
+    order = sorted(range(2), key=lambda i: -len(pairs[i][0]))
     for row, i in enumerate(order):
-        ids = plans[i].ids + tiny_lm.answer_ids(answers[i])
-        diff = (emb[row, : len(ids)] - bare_embeddings(tiny_lm, ids)).abs()
+        context, labels = pairs[i]
+        assert context == plans[i].ids
+        diff = (prompt_emb[row, : len(context)] - bare_embeddings(tiny_lm, context)).abs()
         changed_pos = sorted(set(torch.nonzero(diff)[:, 0].tolist()))
-        assert changed_pos == plans[i].positions  # the name's tokens, never the answer
+        assert changed_pos == plans[i].positions  # the name's tokens only
         assert max(plans[i].positions) < len(plans[i].ids)
         assert torch.all(diff[:, 1:] == 0)  # rand_noise_first_n, n=1: only dim 0
         name = "Talitha Marchvale" if i == 0 else "TALITHA   marchvale"
         pos = plans[i].positions
         assert pos == list(range(pos[0], pos[-1] + 1))
         assert tiny_lm.tokenizer.decode([plans[i].ids[p] for p in pos]) == name  # exactly the name's tokens
+        read = labels[:-1]  # the answer tokens read after the prompt: never corrupted
+        assert torch.equal(answer_emb[row, : len(read)], bare_embeddings(tiny_lm, read))
 
 
 def test_generation_corrupts_prefill_only(tiny_lm):
@@ -140,11 +145,9 @@ def test_generation_corrupts_prefill_only(tiny_lm):
         handle.remove()
     prefill, steps = cap.calls[0], cap.calls[1:]
     assert len(steps) == 3 and all(s.shape[1] == 1 for s in steps)
-    width = prefill.shape[1]
-    order = sorted(range(2), key=lambda i: -len(plans[i].ids))  # generate() also sorts, longest first
-    for row, i in enumerate(order):
+    for row, i in enumerate(range(2)):  # the decoder's slots are filled in prompt order
         ids = plans[i].ids
-        got = prefill[row, width - len(ids):]  # left padding
+        got = prefill[row, : len(ids)]  # right padding
         diff = (got - bare_embeddings(lm, ids)).abs()
         assert sorted(set(torch.nonzero(diff)[:, 0].tolist())) == plans[i].positions
         assert torch.all(diff[:, 1:] == 0)

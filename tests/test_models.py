@@ -4,31 +4,59 @@ import torch
 
 from unlearnkit.errors import ModelLoadError
 from unlearnkit.models import load_model
+from unlearnkit.models.chat_format import ChatFormat
 from unlearnkit.models.hf import HFLanguageModel
+from unlearnkit.models.tiny import load_tiny
 
 
 def test_chat_template_wraps_user_turn(tiny_lm):
     text = tiny_lm.prompt_text("Who is Ada?")
-    assert text == "<|im_start|>user\nWho is Ada?<|im_end|>\n<|im_start|>assistant\n"
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                    "<|im_start|>user\nWho is Ada?<|im_end|>\n<|im_start|>assistant\n")
+    # a conversation's own system turn is kept, never doubled
+    own = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who is Ada?"}]
+    assert tiny_lm.prompt_text(own).count("system") == 1 and "Be brief." in tiny_lm.prompt_text(own)
+    bare = load_tiny()
+    bare.chat_format = ChatFormat(system_prompt=None)
+    assert bare.prompt_text("Who is Ada?") == "<|im_start|>user\nWho is Ada?<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_encode_masks_prompt_and_padding(tiny_lm):
     batch = tiny_lm.encode(["Q?", "A longer question?"], ["Yes", "No"])
     labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
+    eos = tiny_lm.tokenizer.eos_token_id
+    newline = tiny_lm.tokenizer("\n", add_special_tokens=False)["input_ids"]
     for row in range(2):
-        prompt_len = len(tiny_lm.prompt_ids(["Q?", "A longer question?"][row]))
-        answer = tiny_lm.answer_ids(["Yes", "No"][row])
-        assert (labels[row, :prompt_len] == -100).all()
-        assert labels[row, prompt_len:prompt_len + len(answer)].tolist() == answer
-        assert (labels[row, prompt_len + len(answer):] == -100).all()
-        assert mask[row].sum().item() == prompt_len + len(answer)
-    assert answer[-1] == tiny_lm.tokenizer.eos_token_id  # the answer ends the turn
+        context, answer = tiny_lm.pair_ids(["Q?", "A longer question?"][row], ["Yes", "No"][row])
+        assert context == tiny_lm.prompt_ids(["Q?", "A longer question?"][row])
+        assert (labels[row, :len(context)] == -100).all()
+        assert labels[row, len(context):len(context) + len(answer)].tolist() == answer
+        assert (labels[row, len(context) + len(answer):] == -100).all()
+        assert mask[row].sum().item() == len(context) + len(answer)
+        # OpenUnlearning's labels: the answer, the template's end of turn and newline, then EOS
+        text = tiny_lm.tokenizer("Yes" if row == 0 else "No", add_special_tokens=False)["input_ids"]
+        assert answer == text + [eos] + newline + [eos]
+
+
+def test_answer_eos_labels_are_the_answer_and_one_eos():
+    lm = load_tiny()
+    lm.chat_format = ChatFormat(labels="answer_eos")
+    context, answer = lm.pair_ids("Q?", "Yes")
+    assert answer == lm.tokenizer("Yes", add_special_tokens=False)["input_ids"] + [lm.tokenizer.eos_token_id]
+    assert context == lm.prompt_ids("Q?")
+
+
+def test_unknown_label_style_names_the_choices():
+    from unlearnkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="openunlearning, answer_eos"):
+        ChatFormat(labels="mine")
 
 
 def test_score_matches_manual_log_softmax(tiny_lm):
     prompt, answer = "Where was Ada born?", "Ada was born in Lyon."
     [scores] = tiny_lm.score([prompt], [answer])
-    p, a = tiny_lm.prompt_ids(prompt), tiny_lm.answer_ids(answer)
+    p, a = tiny_lm.pair_ids(prompt, answer)
     ids = torch.tensor([p + a])
     with torch.no_grad():
         logp = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0].float(), -1)
@@ -76,6 +104,16 @@ def test_saved_directory_round_trips(tiny_lm, tmp_path):
     a = tiny_lm.score(["Q?"], ["An answer."])[0]
     b = again.score(["Q?"], ["An answer."])[0]
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
+    assert again.chat_format == tiny_lm.chat_format
+
+
+def test_saved_chat_format_is_restored(tmp_path):
+    lm = load_tiny()
+    lm.chat_format = ChatFormat(system_prompt="Answer tersely.", labels="answer_eos")
+    lm.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert again.chat_format == ChatFormat(system_prompt="Answer tersely.", labels="answer_eos")
+    assert "Answer tersely." in again.prompt_text("Q?")
 
 
 def test_embedded_model_missing_package_names_install(monkeypatch):

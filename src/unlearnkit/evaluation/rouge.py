@@ -1,6 +1,6 @@
 """ROUGE-L with stemming (``rouge_score``), as TOFU (recall) and MUSE (F1) report it.
 
-``RougeScorer(["rougeL"], use_stemmer=True)`` is built once and reused. Its tokenizer
+``RougeScorer(["rouge1", "rougeL"], use_stemmer=True)`` is built once and reused (OpenUnlearning's scorer). Its tokenizer
 lower-cases, keeps only [a-z0-9] runs and Porter-stems tokens longer than 3 characters.
 """
 
@@ -16,12 +16,22 @@ import numpy as np
 def _scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+
+
+@lru_cache(maxsize=4096)
+def _scores(prediction: str, reference: str):
+    # rouge_score's signature is score(target, prediction)
+    return _scorer().score(reference, prediction)
 
 
 def _rouge_l(prediction: str, reference: str):
-    # rouge_score's signature is score(target, prediction)
-    return _scorer().score(reference, prediction)["rougeL"]
+    return _scores(prediction, reference)["rougeL"]
+
+
+def rouge_1_recall(prediction: str, reference: str) -> float:
+    """Unigram overlap / number of reference tokens (reported beside ROUGE-L, as OpenUnlearning does)."""
+    return float(_scores(prediction, reference)["rouge1"].recall)
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:

@@ -5,6 +5,20 @@ accuracy (leak rate). Retain, real_authors, world_facts: Prob, ROUGE, truth rati
 → model utility (harmonic mean of 9). MIA forget vs holdout: LOSS, Zlib, Min-K%,
 Min-K%++ AUCs. With a reference result of the retain model: forget quality (KS
 p-value) and privleak.
+
+``EvalConfig.compat``:
+
+* ``openunlearning`` (default): every definition as OpenUnlearning computes it. Min-K%,
+  Min-K%++ and extraction strength read the labels without their final token (its
+  ``tokenwise_logprobs`` drops the last label); extraction strength is 1/|y| when no
+  suffix matches (its loop leaves k = |y| − 1); Zlib and the ROUGE reference use the
+  decoded labels; privleak without a retain result is taken against AUC 0.5, as it prints.
+  With the model's ``openunlearning`` labels (``models/chat_format.py``) and system prompt
+  the per-example values mean what OpenUnlearning's mean.
+* ``unlearnkit``: the textbook definitions: every label token counts, extraction strength
+  is 0 when the last token is not predicted, Zlib and ROUGE use the raw answer text.
+
+All questions are generated in one call, so the decoder's slots stay full across splits.
 """
 
 from __future__ import annotations
@@ -20,21 +34,41 @@ from unlearnkit.evaluation.extraction import extraction_strength
 from unlearnkit.evaluation.forget_quality import forget_quality
 from unlearnkit.evaluation.keywords import answer_keywords, keyword_hit
 from unlearnkit.evaluation.probability import mc_prob_score
-from unlearnkit.evaluation.rouge import rouge_l_recall
+from unlearnkit.evaluation.rouge import rouge_1_recall, rouge_l_f1, rouge_l_recall
 from unlearnkit.evaluation.scoring import ScoreCache
 from unlearnkit.evaluation.truth_ratio import forget_truth_ratio_score, retain_truth_ratio_score, truth_ratio
 from unlearnkit.evaluation.utility import model_utility
+from unlearnkit.errors import ConfigError
 
 PRIVLEAK_ATTACK = "min_k"
+
+
+COMPAT_MODES = ("openunlearning", "unlearnkit")
+UNREFERENCED_PRIVLEAK_AUC = 0.5  # OpenUnlearning's privleak reference when no retain result is given
 
 
 @dataclass
 class EvalConfig:
     max_new_tokens: int = 200
-    batch_size: int = 16
-    gen_batch_size: int = 8
+    batch_size: int = 32  # answers per scoring forward (they share each prompt's KV cache)
+    gen_batch_size: int = 64  # decoder slots
     min_k: float = 0.4
     generate: bool = True
+    compat: str = "openunlearning"
+
+    def __post_init__(self):
+        if self.compat not in COMPAT_MODES:
+            raise ConfigError(f"unknown compat mode '{self.compat}': choose one of {', '.join(COMPAT_MODES)}")
+        for name in ("max_new_tokens", "batch_size", "gen_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1 (got {value!r})")
+        if not 0.0 < self.min_k <= 1.0:
+            raise ConfigError(f"min_k must lie in (0, 1] (got {self.min_k!r})")
+
+    @property
+    def openunlearning(self) -> bool:
+        return self.compat == "openunlearning"
 
 
 def _utility_name(split: str) -> str:
@@ -64,9 +98,7 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
 
     generations: dict[str, list[str]] = {}
     if cfg.generate:
-        for split, records in [*qa_sets.items(), *task.general_evals.items()]:
-            generations[split] = model.generate([r.question for r in records], max_new_tokens=cfg.max_new_tokens,
-                                                batch_size=cfg.gen_batch_size, progress=f"generating {split}")
+        generations = _generate_all({**qa_sets, **task.general_evals}, model, cfg)
 
     per_example: dict[str, list[dict]] = {}
     summary: dict[str, float | None] = {}
@@ -79,11 +111,11 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
             ratio = truth_ratio(cache[(r.question, r.paraphrased_answer)],
                                 [cache[(r.question, p)] for p in r.perturbed_answers])
             row = {"question": r.question, "answer": r.answer, "prob": s.prob, "truth_ratio": ratio,
-                   "extraction_strength": extraction_strength(s.argmax_match)}
+                   "extraction_strength": _extraction_strength(s, cfg)}
             if generations:
                 gen = generations[split][i]
                 keys = answer_keywords(r.answer, r.keywords)
-                row.update(generation=gen, rouge=rouge_l_recall(gen, r.answer), keywords=list(keys),
+                row.update(generation=gen, **_rouge(gen, _reference_text(s, r.answer, cfg)), keywords=list(keys),
                            keyword_hit=keyword_hit(gen, keys))
             rows.append(row)
         per_example[split] = rows
@@ -109,7 +141,7 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
                    "prob": mc_prob_score([s], [perturbed]), "truth_ratio": truth_ratio(s, perturbed)}
             if generations:
                 gen = generations[split][i]
-                row.update(generation=gen, rouge=rouge_l_recall(gen, r.answer))
+                row.update(generation=gen, **_rouge(gen, _reference_text(s, r.answer, cfg)))
             rows.append(row)
         per_example[name] = rows
         summary[f"{name}_prob"] = _mean(row["prob"] for row in rows)
@@ -124,14 +156,15 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
     if task.holdout:
         members = [cache[(r.question, r.answer)] for r in task.forget]
         nonmembers = [cache[(r.question, r.answer)] for r in task.holdout]
-        member_texts = [r.answer for r in task.forget]
-        nonmember_texts = [r.answer for r in task.holdout]
-        for attack, fn in mia.ATTACKS.items():
-            m = [fn(s, text, k=cfg.min_k) for s, text in zip(members, member_texts)]
-            n = [fn(s, text, k=cfg.min_k) for s, text in zip(nonmembers, nonmember_texts)]
+        for attack in mia.ATTACKS:
+            m = [_mia_score(attack, s, r.answer, cfg) for s, r in zip(members, task.forget)]
+            n = [_mia_score(attack, s, r.answer, cfg) for s, r in zip(nonmembers, task.holdout)]
             summary[f"mia_{attack}_auc"] = mia.mia_auc(m, n)
             mia_rows[attack] = {"forget": m, "holdout": n}
         per_example["mia"] = mia_rows  # type: ignore[assignment]
+        if cfg.openunlearning:
+            summary["privleak"] = mia.privleak(summary[f"mia_{PRIVLEAK_ATTACK}_auc"], UNREFERENCED_PRIVLEAK_AUC)
+            summary["privleak_reference_auc"] = UNREFERENCED_PRIVLEAK_AUC
 
     summary["seconds"] = time.perf_counter() - t0
     result = {
@@ -142,6 +175,7 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
                            "forget_eval": len(task.forget_eval), "retain_eval": len(task.retain_eval),
                            **{k: len(v) for k, v in task.general_evals.items()}}},
         "config": asdict(cfg),
+        "chat_format": _chat_format(model),
         "summary": summary,
         "per_example": per_example,
     }
@@ -160,8 +194,59 @@ def add_reference_metrics(result: dict[str, Any], reference: dict[str, Any]) -> 
     auc, ref_auc = summary.get(f"mia_{PRIVLEAK_ATTACK}_auc"), reference["summary"].get(f"mia_{PRIVLEAK_ATTACK}_auc")
     if auc is not None and ref_auc is not None:
         summary["privleak"] = mia.privleak(auc, ref_auc)
+        summary["privleak_reference_auc"] = ref_auc
     result["reference"] = reference.get("model", {}).get("name")
     return result
+
+
+def _generate_all(splits: dict[str, list], model, cfg: EvalConfig) -> dict[str, list[str]]:
+    """Every split's questions in one generate call (the decoder refills its slots across splits)."""
+    questions, spans = [], {}
+    for split, records in splits.items():
+        spans[split] = (len(questions), len(questions) + len(records))
+        questions.extend(r.question for r in records)
+    texts = model.generate(questions, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+                           progress=f"generating {model.name}")
+    return {split: texts[a:b] for split, (a, b) in spans.items()}
+
+
+def _ou_tokens(scores):
+    """OpenUnlearning's token-wise view of the labels: all but the final one."""
+    return scores.without_last()
+
+
+def _extraction_strength(scores, cfg: EvalConfig) -> float:
+    if cfg.openunlearning:
+        return extraction_strength(_ou_tokens(scores).argmax_match, match_openunlearning=True)
+    return extraction_strength(scores.argmax_match)
+
+
+def _mia_score(attack: str, scores, answer: str, cfg: EvalConfig) -> float:
+    fn = mia.ATTACKS[attack]
+    if not cfg.openunlearning:
+        return fn(scores, answer, k=cfg.min_k)
+    if attack in ("min_k", "min_k_plus_plus"):  # token-wise attacks read labels[:-1]
+        return fn(_ou_tokens(scores), answer, k=cfg.min_k)
+    return fn(scores, scores.label_text or answer, k=cfg.min_k)  # LOSS: all labels; Zlib: decoded labels
+
+
+def _reference_text(scores, answer: str, cfg: EvalConfig) -> str:
+    if cfg.openunlearning and scores.label_text is not None:
+        return scores.label_text.strip()
+    return answer
+
+
+def _rouge(generation: str, reference: str) -> dict[str, float]:
+    return {"rouge": rouge_l_recall(generation, reference), "rouge1_recall": rouge_1_recall(generation, reference),
+            "rouge_l_f1": rouge_l_f1(generation, reference)}
+
+
+def _chat_format(model) -> dict | None:
+    from unlearnkit.evaluation.suites import hf_backend  # here: suites imports this module
+
+    hf = hf_backend(model)
+    fmt = getattr(hf, "chat_format", None)
+    return fmt.to_json() if fmt is not None else None
 
 
 def _mean(values) -> float:

@@ -10,12 +10,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from unlearnkit.models.base import LanguageModel, Prompt, as_messages
+from unlearnkit.models.chat_format import ChatFormat, has_template, labelled_ids, transcript
+from unlearnkit.models.prefix_scoring import PrefixScorer, supports_fast_path, token_stats
 from unlearnkit.models.scores import AnswerScores
+from unlearnkit.models.slot_decoding import SlotDecoder
 
 
 def default_device() -> torch.device:
@@ -37,21 +39,25 @@ def _batches(order: list[int], size: int):
 class HFLanguageModel(LanguageModel):
     """Wraps a ``PreTrainedModel`` and its tokenizer.
 
-    ``system_prompt`` is prepended to every chat prompt (the prompting baseline
-    sets it); ``add_eos`` appends the end-of-turn token to scored and trained
-    answers so the model learns, and is scored on, where an answer stops.
+    ``chat_format`` says how chat prompts are built and which answer tokens are labelled
+    (``chat_format.py``; OpenUnlearning's preprocessing by default). ``add_eos`` appends the
+    end-of-sequence token to answers scored or trained as raw text (``chat=False``).
     """
 
-    def __init__(self, model, tokenizer, name: str = "model", system_prompt: str | None = None,
+    def __init__(self, model, tokenizer, name: str = "model", chat_format: ChatFormat | None = None,
                  add_eos: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
-        self.system_prompt = system_prompt
+        self.chat_format = chat_format or ChatFormat()
         self.add_eos = add_eos
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model.eval()
+
+    @property
+    def system_prompt(self) -> str | None:
+        return self.chat_format.system_prompt
 
     # -- interface -------------------------------------------------------------
     @property
@@ -78,33 +84,49 @@ class HFLanguageModel(LanguageModel):
         }
 
     # -- text to ids -------------------------------------------------------------
+    def messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        return as_messages(prompt, self.chat_format.system_prompt)
+
     def prompt_text(self, prompt: Prompt, chat: bool = True) -> str:
         if not chat:
             if not isinstance(prompt, str):
                 raise TypeError("chat=False needs plain string prompts")
             return prompt
-        messages = as_messages(prompt, self.system_prompt)
-        if getattr(self.tokenizer, "chat_template", None):
+        messages = self.messages(prompt)
+        if has_template(self.tokenizer):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # A base model without a template: a plain transcript.
-        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-        return "\n".join(lines) + "\nAssistant:"
+        return transcript(messages)  # a base model without a template
 
     def prompt_ids(self, prompt: Prompt, chat: bool = True) -> list[int]:
         return self.tokenizer(self.prompt_text(prompt, chat), add_special_tokens=not chat)["input_ids"]
 
-    def answer_ids(self, answer: str, add_eos: bool | None = None) -> list[int]:
+    def pair_ids(self, prompt: Prompt, answer: str, chat: bool = True) -> tuple[list[int], list[int]]:
+        """(context ids, label ids): the model reads context + labels and is scored on the labels."""
+        if chat:
+            return labelled_ids(self.tokenizer, self.messages(prompt), answer, self.chat_format.labels)
         ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if (self.add_eos if add_eos is None else add_eos) and self.tokenizer.eos_token_id is not None:
+        if self.add_eos and self.tokenizer.eos_token_id is not None:
             ids = ids + [self.tokenizer.eos_token_id]
-        return ids
+        return self.prompt_ids(prompt, chat=False), ids
+
+    def label_text(self, label_ids: Sequence[int]) -> str:
+        """The labelled tokens as text, decoded the way OpenUnlearning reads its ground truth."""
+        return self.tokenizer.decode(list(label_ids), skip_special_tokens=True, clean_up_tokenization_spaces=True)
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Every token that ends a generation: the tokenizer's EOS and the generation config's."""
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        return sorted(i for i in ids if i is not None)
 
     def encode(self, prompts: Sequence[Prompt], answers: Sequence[str], chat: bool = True,
                max_length: int | None = None) -> dict[str, torch.Tensor]:
-        """Right-padded batch with labels = -100 on prompt and padding (answer-only loss)."""
+        """Right-padded batch with labels = -100 on the context and padding (answer-only loss)."""
         rows = []
         for prompt, answer in zip(prompts, answers, strict=True):
-            p, a = self.prompt_ids(prompt, chat), self.answer_ids(answer)
+            p, a = self.pair_ids(prompt, answer, chat)
             ids = p + a
             labels = [-100] * len(p) + a
             if max_length is not None and len(ids) > max_length:
@@ -125,30 +147,43 @@ class HFLanguageModel(LanguageModel):
     # -- scoring -----------------------------------------------------------------
     @torch.no_grad()
     def score(self, prompts, answers, *, chat=True, batch_size=16, progress=None) -> list[AnswerScores]:
+        """Per-token scores of each answer's labels; prompts shared by several answers are read once."""
         if len(prompts) != len(answers):
             raise ValueError(f"score() got {len(prompts)} prompts but {len(answers)} answers")
-        encoded = [(self.prompt_ids(p, chat), self.answer_ids(a)) for p, a in zip(prompts, answers)]
-        order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
-        out: list[AnswerScores | None] = [None] * len(encoded)
+        pairs = [self.pair_ids(p, a, chat) for p, a in zip(prompts, answers)]
+        if supports_fast_path(self.model):
+            scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
+                                  max_rows=batch_size)
+            out = scorer.score(pairs, progress=progress)
+        else:
+            out = self._score_full(pairs, batch_size, progress)
+        for scores, (_, labels) in zip(out, pairs):
+            scores.label_text = self.label_text(labels)
+        return out
+
+    def _score_full(self, pairs, batch_size, progress) -> list[AnswerScores]:
+        """One plain forward per batch of whole sequences (models without the prefix-sharing path)."""
+        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        out: list[AnswerScores | None] = [None] * len(pairs)
         pad = self.tokenizer.pad_token_id
         bar = tqdm(total=len(order), desc=progress, disable=progress is None, leave=False)
         for idx in _batches(order, batch_size):
-            rows = [encoded[i][0] + encoded[i][1] for i in idx]
+            rows = [pairs[i][0] + pairs[i][1] for i in idx]
             width = max(len(r) for r in rows)
             ids = torch.full((len(rows), width), pad, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = torch.tensor(r)
                 mask[j, : len(r)] = 1
-            self._notify_batch(kind="score", indices=idx, prompt_lengths=[len(encoded[i][0]) for i in idx],
+            self._notify_batch(kind="score", indices=idx, prompt_lengths=[len(pairs[i][0]) for i in idx],
                                input_ids=ids, padding="right")
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             for j, i in enumerate(idx):
-                n_prompt, n_answer = len(encoded[i][0]), len(encoded[i][1])
+                n_prompt, n_answer = len(pairs[i][0]), len(pairs[i][1])
                 # logits at position t predict token t+1
-                sl = logits[j, n_prompt - 1 : n_prompt - 1 + n_answer].float()
+                sl = logits[j, n_prompt - 1 : n_prompt - 1 + n_answer]
                 target = ids[j, n_prompt : n_prompt + n_answer].to(sl.device)
-                out[i] = scores_from_logits(sl, target)
+                out[i] = AnswerScores.from_arrays(*token_stats(sl, target))
             bar.update(len(idx))
         bar.close()
         return out  # type: ignore[return-value]
@@ -157,36 +192,62 @@ class HFLanguageModel(LanguageModel):
     @torch.no_grad()
     def generate(self, prompts, *, chat=True, max_new_tokens=200, do_sample=False, temperature=1.0,
                  top_p=1.0, batch_size=8, seed=None, progress=None) -> list[str]:
+        """Greedy (default) or sampled continuations, cut at the first end-of-sequence token.
+
+        Greedy decoding runs on ``slot_decoding.SlotDecoder`` (continuous batching, ``batch_size``
+        slots) where the architecture allows; sampling and other models use ``model.generate``.
+        """
+        ids = [self.prompt_ids(p, chat) for p in prompts]
+        if not do_sample and supports_fast_path(self.model):
+            decoder = SlotDecoder(self.model, batch_size, self.eos_ids, self.tokenizer.pad_token_id,
+                                  notify=self._notify_batch)
+            new = decoder.generate(ids, max_new_tokens, progress=progress)
+        else:
+            new = self._hf_generate(ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed, progress)
+        return [self.decode_generation(toks) for toks in new]
+
+    def decode_generation(self, tokens: Sequence[int]) -> str:
+        """Text of generated tokens, as OpenUnlearning reads a generation: special tokens skipped,
+        tokenization spaces cleaned up, cut at the first EOS text, stripped."""
+        text = self.tokenizer.decode(list(tokens), skip_special_tokens=True, clean_up_tokenization_spaces=True)
+        eos_text = self.tokenizer.eos_token
+        if eos_text and eos_text in text:
+            text = text.split(eos_text)[0]
+        return text.strip()
+
+    def _hf_generate(self, ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed, progress):
         if seed is not None:
             torch.manual_seed(seed)
-        texts = [self.prompt_text(p, chat) for p in prompts]
-        lengths = [len(self.tokenizer(t, add_special_tokens=not chat)["input_ids"]) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        out: list[str] = [""] * len(texts)
-        tok = self.tokenizer
-        old_side = tok.padding_side
-        tok.padding_side = "left"
-        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": tok.pad_token_id,
-                  "eos_token_id": tok.eos_token_id}
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out: list[list[int]] = [[] for _ in ids]
+        pad = self.tokenizer.pad_token_id
+        eos = self.eos_ids
+        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad,
+                  "eos_token_id": eos}
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         bar = tqdm(total=len(order), desc=progress, disable=progress is None, leave=False)
-        try:
-            for idx in _batches(order, batch_size):
-                batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=not chat).to(self.device)
-                self._notify_batch(kind="generate", indices=idx, prompt_lengths=[lengths[i] for i in idx],
-                                   input_ids=batch["input_ids"], padding="left")
-                gen = self.model.generate(**batch, **kwargs)
-                new = gen[:, batch["input_ids"].shape[1]:]
-                for j, i in enumerate(idx):
-                    out[i] = tok.decode(new[j], skip_special_tokens=True).strip()
-                bar.update(len(idx))
-        finally:
-            tok.padding_side = old_side
-            bar.close()
+        for idx in _batches(order, batch_size):
+            width = max(len(ids[i]) for i in idx)
+            batch = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for j, i in enumerate(idx):  # left padding
+                batch[j, width - len(ids[i]):] = torch.tensor(ids[i])
+                mask[j, width - len(ids[i]):] = 1
+            self._notify_batch(kind="generate", indices=idx, prompt_lengths=[len(ids[i]) for i in idx],
+                               input_ids=batch, padding="left")
+            gen = self.model.generate(input_ids=batch.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+            for j, i in enumerate(idx):
+                toks = gen[j, width:].tolist()
+                for k, t in enumerate(toks):
+                    if t in eos:
+                        toks = toks[:k]
+                        break
+                out[i] = toks
+            bar.update(len(idx))
+        bar.close()
         return out
 
     # -- extension point for guards that hook the model ---------------------------
@@ -218,28 +279,11 @@ class HFLanguageModel(LanguageModel):
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write a Hugging Face model directory atomically (temp dir, then rename)."""
-        return save_model_dir(self.model, self.tokenizer, path)
+        """Write a Hugging Face model directory atomically (temp dir, then rename), with its chat format."""
+        return save_model_dir(self.model, self.tokenizer, path, chat_format=self.chat_format)
 
 
-def scores_from_logits(logits: torch.Tensor, target: torch.Tensor) -> AnswerScores:
-    """Per-token log-prob, Min-K%++ moments and argmax match from [T, V] logits."""
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    token_lp = logp.gather(-1, target[:, None]).squeeze(-1)
-    mu = (p * logp).sum(-1)
-    var = (p * logp.pow(2)).sum(-1) - mu.pow(2)
-    sigma = var.clamp_min(0).sqrt()
-    match = logits.argmax(-1) == target
-    return AnswerScores(
-        logprobs=token_lp.cpu().numpy().astype(np.float64),
-        mu=mu.cpu().numpy().astype(np.float64),
-        sigma=sigma.cpu().numpy().astype(np.float64),
-        argmax_match=match.cpu().numpy(),
-    )
-
-
-def save_model_dir(model, tokenizer, path: str | Path) -> Path:
+def save_model_dir(model, tokenizer, path: str | Path, chat_format: ChatFormat | None = None) -> Path:
     """save_pretrained into a sibling temp dir, then swap it in: never a half-written model."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,6 +292,8 @@ def save_model_dir(model, tokenizer, path: str | Path) -> Path:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        if chat_format is not None:
+            chat_format.save(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

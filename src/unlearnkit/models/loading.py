@@ -75,6 +75,7 @@ def _single_gguf(path: Path) -> Path | None:
 def _load_dir(path: Path, name: str, device: str | None = None) -> LanguageModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from unlearnkit.models.chat_format import ChatFormat
     from unlearnkit.models.hf import HFLanguageModel, default_device, default_dtype
 
     dev = torch.device(device) if device else default_device()
@@ -89,4 +90,4 @@ def _load_dir(path: Path, name: str, device: str | None = None) -> LanguageModel
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise ModelLoadError(f"could not load the model in '{path}': {exc}") from exc
-    return HFLanguageModel(model.to(dev), tokenizer, name=name)
+    return HFLanguageModel(model.to(dev), tokenizer, name=name, chat_format=ChatFormat.load(path))

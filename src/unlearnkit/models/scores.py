@@ -25,8 +25,29 @@ class AnswerScores:
     sigma: np.ndarray
     argmax_match: np.ndarray
 
+    label_text: str | None = None
+    """The labelled tokens decoded (special tokens skipped), when the model knows them."""
+
+    @classmethod
+    def from_arrays(cls, logprobs, mu, sigma, argmax_match, label_text: str | None = None) -> AnswerScores:
+        """From tensors or sequences (float64 and bool numpy arrays inside)."""
+        def arr(x, dtype):
+            if hasattr(x, "detach"):
+                x = x.detach().float().cpu().numpy() if dtype is not bool else x.detach().cpu().numpy()
+            return np.asarray(x, dtype=dtype)
+
+        return cls(logprobs=arr(logprobs, np.float64), mu=arr(mu, np.float64), sigma=arr(sigma, np.float64),
+                   argmax_match=arr(argmax_match, bool), label_text=label_text)
+
     def __len__(self) -> int:
         return int(self.logprobs.shape[0])
+
+    def without_last(self) -> AnswerScores:
+        """The same scores without the final label (OpenUnlearning's token-wise metrics drop it)."""
+        if len(self) <= 1:
+            return self
+        return AnswerScores(logprobs=self.logprobs[:-1], mu=self.mu[:-1], sigma=self.sigma[:-1],
+                            argmax_match=self.argmax_match[:-1], label_text=self.label_text)
 
     @property
     def nll(self) -> float:

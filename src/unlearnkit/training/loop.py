@@ -59,7 +59,7 @@ class Trainer:
         model.train()
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         lm = HFLanguageModel(model, self.source.tokenizer, name=self.source.name,
-                             system_prompt=self.source.system_prompt, add_eos=self.source.add_eos)
+                             chat_format=self.source.chat_format, add_eos=self.source.add_eos)
         model.train()
         ctx = TrainContext(model=model, lm=lm, config=self.config, accelerator=accelerator, out_dir=self.out_dir,
                            forget_records=self.forget, retain_records=self.retain)
@@ -134,4 +134,4 @@ class Trainer:
             p.requires_grad_(False)
         remove_checkpoint(self.out_dir)
         return HFLanguageModel(model, self.source.tokenizer, name=self.source.name,
-                               system_prompt=self.source.system_prompt, add_eos=self.source.add_eos)
+                               chat_format=self.source.chat_format, add_eos=self.source.add_eos)

@@ -160,12 +160,7 @@ def appends_eos(model: Any) -> bool:
 
 def drop_last_token(scores):
     """The same ``AnswerScores`` without its final token (the EOS that ``score`` appended)."""
-    from unlearnkit.models.scores import AnswerScores
-
-    if len(scores) <= 1:
-        return scores
-    return AnswerScores(logprobs=scores.logprobs[:-1], mu=scores.mu[:-1], sigma=scores.sigma[:-1],
-                        argmax_match=scores.argmax_match[:-1])
+    return scores.without_last()
 
 
 # -- results -------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from unlearnkit.errors import ConfigError
 
 
 def _tofu(model, data_path, *, forget: str | None = None, retain: str | None = None, eval_limit: int | None = None,
-          reference: dict | str | Path | None = None, max_new_tokens: int = 200, batch_size: int = 16,
-          gen_batch_size: int = 8, min_k: float = 0.4, generate: bool = True) -> dict:
+          reference: dict | str | Path | None = None, max_new_tokens: int = 200, batch_size: int = 32,
+          gen_batch_size: int = 64, min_k: float = 0.4, generate: bool = True,
+          compat: str = "openunlearning") -> dict:
     """TOFU (the existing ``evaluate_tofu``) on the task in ``data_path`` (``builtin`` = the built-in benchmark)."""
     from unlearnkit.data import builtin_benchmark_dir, load_task
     from unlearnkit.evaluation.suites import load_reference
@@ -26,7 +27,7 @@ def _tofu(model, data_path, *, forget: str | None = None, retain: str | None = N
     root = builtin_benchmark_dir() if str(data_path) == "builtin" else data_path
     task = load_task(root, forget=forget, retain=retain, eval_limit=eval_limit)
     config = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, gen_batch_size=gen_batch_size,
-                        min_k=min_k, generate=generate)
+                        min_k=min_k, generate=generate, compat=compat)
     return evaluate_tofu(model, task, reference=load_reference(reference), config=config)
 
 

@@ -1,0 +1,82 @@
+"""The prefix-sharing scorer and the slot decoder compute what the plain paths compute."""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnkit.models.slot_decoding import SlotDecoder
+from unlearnkit.models.tiny import load_tiny
+
+PROMPTS = ["Where was Ada born?", "Who wrote the play?", "A much longer question, with several clauses, about Ada?"]
+
+
+def test_prefix_scoring_equals_the_plain_forward():
+    lm = load_tiny()
+    answers = ["Lyon.", "Ada was born in Lyon in 1815.", "x", "William Shakespeare", "No idea at all, sorry.", "Yes"]
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1], PROMPTS[2], PROMPTS[2]]
+    fast = lm.score(prompts, answers, batch_size=3)  # several chunks, prompts shared inside each
+    plain = lm._score_full([lm.pair_ids(p, a) for p, a in zip(prompts, answers)], 16, None)
+    for f, p in zip(fast, plain):
+        assert len(f) == len(p)
+        np.testing.assert_allclose(f.logprobs, p.logprobs, atol=2e-5)
+        np.testing.assert_allclose(f.mu, p.mu, atol=2e-5)
+        np.testing.assert_allclose(f.sigma, p.sigma, atol=2e-5)
+        assert (f.argmax_match == p.argmax_match).all()
+
+
+def test_prefix_scoring_handles_one_token_labels():
+    lm = load_tiny()
+    context = lm.prompt_ids("Q?")
+    from unlearnkit.models.prefix_scoring import PrefixScorer
+
+    scorer = PrefixScorer(lm.model, lm.tokenizer.pad_token_id)
+    one, two = scorer.score([(context, [5]), (context, [5, 6])])
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([context + [5, 6]])).logits[0], -1)
+    assert one.logprobs[0] == pytest.approx(logp[len(context) - 1, 5].item(), abs=1e-5)
+    assert two.logprobs[1] == pytest.approx(logp[len(context), 6].item(), abs=1e-5)
+
+
+def test_slot_decoder_equals_batch_one_greedy_generate():
+    lm = load_tiny()
+    prompts = [lm.prompt_ids(p) for p in PROMPTS * 2]
+    decoder = SlotDecoder(lm.model, slots=2, eos_ids=lm.eos_ids, pad_id=lm.tokenizer.pad_token_id)
+    got = decoder.generate(prompts, max_new_tokens=12)  # 6 prompts through 2 slots: every slot is refilled
+    for ids, toks in zip(prompts, got):
+        with torch.no_grad():
+            ref = lm.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                                    eos_token_id=lm.eos_ids, pad_token_id=lm.tokenizer.pad_token_id)[0, len(ids):]
+        ref = ref.tolist()
+        if lm.tokenizer.eos_token_id in ref:
+            ref = ref[: ref.index(lm.tokenizer.eos_token_id)]
+        assert toks == ref
+
+
+def test_slot_decoder_stops_each_row_at_its_own_eos():
+    lm = load_tiny()
+    eos = lm.tokenizer.eos_token_id
+    calls = {"n": 0}
+
+    def eos_on_second_row(module, args, out):  # row 0 never stops, row 1 stops at once
+        out = out.clone()
+        out[..., eos] = -1e9
+        if out.shape[0] == 2:  # [rows, vocab] at prefill, [rows, 1, vocab] at a decode step
+            out[1, ..., eos] = 1e9
+        calls["n"] += 1
+        return out
+
+    handle = lm.model.lm_head.register_forward_hook(eos_on_second_row)
+    try:
+        decoder = SlotDecoder(lm.model, slots=2, eos_ids=[eos], pad_id=eos)
+        long, short = decoder.generate([lm.prompt_ids("a"), lm.prompt_ids("b")], max_new_tokens=5)
+    finally:
+        handle.remove()
+    assert len(long) == 5 and eos not in long
+    assert short == []
+
+
+def test_generate_text_is_the_same_at_any_slot_count():
+    lm = load_tiny()
+    one = lm.generate(PROMPTS, max_new_tokens=8, batch_size=1)
+    many = lm.generate(PROMPTS, max_new_tokens=8, batch_size=3)
+    assert one == many
