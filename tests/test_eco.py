@@ -98,28 +98,28 @@ def test_scoring_corrupts_only_selected_prompt_positions_and_dims(guard, tiny_lm
     prompts, answers = FLAGGED, ["She lives in Brelund.", "Threads of Slate."]
     plans = guard.plans(prompts)
     assert [p.how for p in plans] == ["entity", "entity"]
-    with Capture(tiny_lm) as cap:
+    seen = []
+    with Capture(tiny_lm) as cap, tiny_lm.observe_batches(seen.append):
         guard.score(prompts, answers)
-    # two forwards: every prompt once, then the answers reading the prompts' KV cache
-    assert len(cap.calls) == 2
-    prompt_emb, answer_emb = cap.calls
-    pairs = [tiny_lm.pair_ids(p, a) for p, a in zip(prompts, answers)]
-    # the prompts are read longest first
-    order = sorted(range(2), key=lambda i: -len(pairs[i][0]))
-    for row, i in enumerate(order):
-        context, labels = pairs[i]
-        assert context == plans[i].ids
-        diff = (prompt_emb[row, : len(context)] - bare_embeddings(tiny_lm, context)).abs()
-        changed_pos = sorted(set(torch.nonzero(diff)[:, 0].tolist()))
-        assert changed_pos == plans[i].positions  # the name's tokens only
-        assert max(plans[i].positions) < len(plans[i].ids)
-        assert torch.all(diff[:, 1:] == 0)  # rand_noise_first_n, n=1: only dim 0
-        name = "Talitha Marchvale" if i == 0 else "TALITHA   marchvale"
+    assert len(cap.calls) == 1  # both prompts and their answers packed into one forward
+    emb, info = cap.calls[0], seen[0]
+    ids = info["input_ids"]
+    assert sorted(i for _, i, _, _ in info["segments"]) == [0, 1]
+    corrupted = torch.zeros(ids.shape, dtype=torch.bool)
+    for row, i, start, length in info["segments"]:
+        context, _ = tiny_lm.pair_ids(prompts[i], answers[i])
+        assert context == plans[i].ids and length == len(context)
+        assert ids[row, start : start + length].tolist() == context
         pos = plans[i].positions
-        assert pos == list(range(pos[0], pos[-1] + 1))
-        assert tiny_lm.tokenizer.decode([plans[i].ids[p] for p in pos]) == name  # exactly the name's tokens
-        read = labels[:-1]  # the answer tokens read after the prompt: never corrupted
-        assert torch.equal(answer_emb[row, : len(read)], bare_embeddings(tiny_lm, read))
+        assert pos == list(range(pos[0], pos[-1] + 1)) and max(pos) < len(context)
+        assert tiny_lm.tokenizer.decode([plans[i].ids[p] for p in pos]) == (
+            "Talitha Marchvale" if i == 0 else "TALITHA   marchvale")  # exactly the name's tokens
+        corrupted[row, [start + p for p in pos]] = True
+    bare = tiny_lm.model.get_input_embeddings()(ids).detach()
+    diff = (emb - bare).abs()
+    changed = diff.sum(-1) > 0
+    assert torch.equal(changed, corrupted)  # the names' tokens, never the rest of the prompt nor the answers
+    assert torch.all(diff[..., 1:] == 0)  # rand_noise_first_n, n=1: only dim 0
 
 
 def test_generation_corrupts_prefill_only(tiny_lm):

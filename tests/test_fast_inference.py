@@ -14,9 +14,14 @@ def test_prefix_scoring_equals_the_plain_forward():
     lm = load_tiny()
     answers = ["Lyon.", "Ada was born in Lyon in 1815.", "x", "William Shakespeare", "No idea at all, sorry.", "Yes"]
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1], PROMPTS[2], PROMPTS[2]]
-    fast = lm.score(prompts, answers, batch_size=3)  # several chunks, prompts shared inside each
+    fast = lm.score(prompts, answers)
+    from unlearnkit.models.prefix_scoring import PrefixScorer
+
+    pairs = [lm.pair_ids(p, a) for p, a in zip(prompts, answers)]
+    small = PrefixScorer(lm.model, lm.tokenizer.pad_token_id, row_tokens=60, batch_tokens=60).score(pairs)
     plain = lm._score_full([lm.pair_ids(p, a) for p, a in zip(prompts, answers)], 16, None)
-    for f, p in zip(fast, plain):
+    for f, g, p in zip(fast, small, plain):  # one packed forward; rows so short that prompts repeat
+        np.testing.assert_allclose(g.logprobs, p.logprobs, atol=2e-5)
         assert len(f) == len(p)
         np.testing.assert_allclose(f.logprobs, p.logprobs, atol=2e-5)
         np.testing.assert_allclose(f.mu, p.mu, atol=2e-5)
@@ -80,3 +85,15 @@ def test_generate_text_is_the_same_at_any_slot_count():
     one = lm.generate(PROMPTS, max_new_tokens=8, batch_size=1)
     many = lm.generate(PROMPTS, max_new_tokens=8, batch_size=3)
     assert one == many
+
+
+def test_score_and_generate_equals_the_two_calls():
+    lm = load_tiny()
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], "A prompt nobody generates from?"]
+    answers = ["Lyon.", "Paris, in 1815.", "William Shakespeare", "Nothing."]
+    scores, texts = lm.score_and_generate(prompts, answers, PROMPTS, max_new_tokens=8, gen_batch_size=2)
+    alone = lm.score(prompts, answers)
+    for a, b in zip(scores, alone):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-5)
+        assert (a.argmax_match == b.argmax_match).all() and a.label_text == b.label_text
+    assert texts == lm.generate(PROMPTS, max_new_tokens=8, batch_size=2)

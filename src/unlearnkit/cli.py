@@ -21,6 +21,16 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model: '
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="benchmark directory in the HF export format, or 'builtin' for the built-in benchmark")]
 ForgetOpt = Annotated[Optional[str], typer.Option("--forget", help="forget split (TOFU: forget01|forget05|forget10); default from the directory's task.json")]
 EvalLimitOpt = Annotated[Optional[int], typer.Option("--eval-limit", help="evaluate at most N records of each evaluation split")]
+SystemPromptOpt = Annotated[Optional[str], typer.Option("--system-prompt", help="system prompt of every chat (default: the model's own, 'You are a helpful assistant.' as in OpenUnlearning's model configs; '' for none)")]
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="which answer tokens are scored and trained: openunlearning (default: OpenUnlearning's chat preprocessing) | answer_eos (the answer and one EOS)")]
+
+
+def _load(spec, system_prompt=None, labels=None):
+    """load_model with the chat-format overrides of the command line."""
+    from unlearnkit.models import load_model
+    from unlearnkit.models.loading import set_chat_format
+
+    return set_chat_format(load_model(spec), system_prompt=system_prompt, labels=labels)
 
 
 def _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora, lora_r, base):
@@ -71,11 +81,12 @@ def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
     model: ModelOpt = None,
     methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: the baselines)")] = None,
+    system_prompt: SystemPromptOpt = None,
 ):
     """Fine-tune, unlearn with each method and evaluate, on the embedded model and the built-in benchmark."""
     from unlearnkit.workflows.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig()
+    cfg = DemoConfig(system_prompt=system_prompt)
     if methods:
         cfg.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
     _run(lambda: run_demo(out, model, cfg, console=console))
@@ -93,12 +104,13 @@ def finetune(
     lora: Annotated[bool, typer.Option(help="train LoRA adapters (merged on save)")] = False,
     lora_r: Optional[int] = None,
     force: Annotated[bool, typer.Option(help="retrain even when a cached result matches")] = False,
+    system_prompt: SystemPromptOpt = None,
+    labels: LabelsOpt = None,
 ):
     """Fine-tune a model on a split: make the target (full) or retain (retain split) model."""
 
     def go():
         from unlearnkit.data import TaskSplits, load_split
-        from unlearnkit.models import load_model
         from unlearnkit.workflows.finetune import FINETUNE_DEFAULTS
         from unlearnkit.workflows.finetune import finetune as do_finetune
 
@@ -107,7 +119,7 @@ def finetune(
         records = load_split(root, name)
         cfg = _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora,
                             lora_r, FINETUNE_DEFAULTS)
-        lm = load_model(model)
+        lm = _load(model, system_prompt, labels)
         _, info, cached = do_finetune(lm, records, out, cfg, base_spec=str(model), label=name, force=force)
         console.print(f"{'cached' if cached else 'trained'}: {out / 'model'} ({info['seconds']:.0f} s to train)")
 
@@ -129,13 +141,14 @@ def unlearn(
     lora: Annotated[bool, typer.Option(help="train LoRA adapters (merged on save)")] = False,
     lora_r: Optional[int] = None,
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint when present")] = True,
+    system_prompt: SystemPromptOpt = None,
+    labels: LabelsOpt = None,
 ):
     """Unlearn the forget split from a model with one method."""
 
     def go():
         from unlearnkit.data import load_task
         from unlearnkit.methods.registry import build_method
-        from unlearnkit.models import load_model
         from unlearnkit.training.config import TrainConfig
         from unlearnkit.training.checkpoint import remove_checkpoint
         from unlearnkit.workflows.unlearn import unlearn as do_unlearn
@@ -146,7 +159,7 @@ def unlearn(
         task = load_task(_data_dir(data), forget=forget, retain=retain)
         if not resume:
             remove_checkpoint(out)
-        lm = load_model(model)
+        lm = _load(model, system_prompt, labels)
         _, record = do_unlearn(lm, task, m, cfg, out, model_spec=model or "smollm2")
         console.print(f"{m.name}: {record['output']} ({record['seconds']:.0f} s, {record['steps']} steps)")
 
@@ -162,28 +175,33 @@ def evaluate(
     reference: Annotated[Optional[Path], typer.Option(help="the retain model's result JSON (for forget quality and privleak)")] = None,
     eval_limit: EvalLimitOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="generation length for ROUGE")] = 200,
-    batch_size: Annotated[int, typer.Option(help="scoring batch size")] = 16,
+    batch_size: Annotated[int, typer.Option(help="answers per scoring forward")] = 32,
+    gen_batch_size: Annotated[int, typer.Option(help="generation slots (continuous batching)")] = 64,
     no_generate: Annotated[bool, typer.Option("--no-generate", help="skip generation (no ROUGE / keyword metrics)")] = False,
+    compat: Annotated[str, typer.Option(help="metric definitions: openunlearning (default, as OpenUnlearning computes them) | unlearnkit (every label token; ES 0 without a match)")] = "openunlearning",
+    system_prompt: SystemPromptOpt = None,
+    labels: LabelsOpt = None,
     suite: Annotated[str, typer.Option(help="evaluation suite: tofu | wmdp | mmlu | muse | wpu | pku")] = "tofu",
     opt: Annotated[Optional[list[str]], typer.Option("--opt", help="suite option key=value (see `unlearnkit suites`)")] = None,
 ):
     """Evaluate a model, run directory or guard with a suite (TOFU by default); write JSON and print a summary."""
 
     if suite.lower() != "tofu" or opt:
-        return _run(lambda: _eval_suite(suite, out, model, data, opt or [], batch_size, eval_limit))
+        return _run(lambda: _eval_suite(suite, out, model, data, opt or [], batch_size, eval_limit, system_prompt,
+                                        labels))
 
     def go():
         from unlearnkit.data import load_task
         from unlearnkit.evaluation.tofu import EvalConfig, evaluate_tofu
         from unlearnkit.io import read_json, write_json_atomic
-        from unlearnkit.models import load_model
         from unlearnkit.reports.summary import print_summary
 
         spec = _model_path(model)
         task = load_task(_data_dir(data), forget=forget, eval_limit=eval_limit)
         ref = read_json(reference) if reference else None
-        lm = load_model(spec)
-        cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, generate=not no_generate)
+        lm = _load(spec, system_prompt, labels)
+        cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, gen_batch_size=gen_batch_size,
+                         generate=not no_generate, compat=compat)
         result = evaluate_tofu(lm, task, reference=ref, config=cfg)
         write_json_atomic(out, result)
         print_summary(result, console)
@@ -205,7 +223,7 @@ def _coerce(value: str):
     return [v.strip() for v in value.split(",")] if "," in value else value
 
 
-def _eval_suite(suite, out, model, data, opts, batch_size, limit):
+def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=None, labels=None):
     from unlearnkit.errors import ConfigError
     from unlearnkit.evaluation.suites.registry import run_suite, suite_options
     from unlearnkit.io import write_json_atomic
@@ -221,7 +239,7 @@ def _eval_suite(suite, out, model, data, opts, batch_size, limit):
     if data == "builtin" and suite.lower() != "tofu":
         raise ConfigError(f"suite '{suite}' needs --data PATH (a directory in the Hugging Face export format)")
     data_path = _data_dir(data) if suite.lower() == "tofu" else Path(data)
-    lm = load_model(_model_path(model))
+    lm = _load(_model_path(model), system_prompt, labels)
     result = run_suite(suite, lm, data_path, **options)
     write_json_atomic(out, result)
     rows = [{"metric": k, "value": v} for k, v in result.get("summary", {}).items()

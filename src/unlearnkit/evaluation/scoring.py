@@ -31,5 +31,18 @@ class ScoreCache:
             self._scores.update(zip(keys, scores))
         self._wanted.clear()
 
+    def pending(self) -> list[tuple[str, str]]:
+        """The wanted pairs not scored yet (to score them elsewhere, then ``fill``)."""
+        return [k for k in self._wanted if k not in self._scores]
+
+    def fill(self, keys: list[tuple[str, str]], scores: list[AnswerScores]) -> None:
+        self._scores.update(zip(keys, scores))
+        self._wanted.clear()
+
+    @property
+    def size(self) -> int:
+        """Distinct (prompt, answer) pairs scored so far."""
+        return len(self._scores)
+
     def __getitem__(self, key: tuple[str, str]) -> AnswerScores:
         return self._scores[key]

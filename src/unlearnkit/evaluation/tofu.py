@@ -94,11 +94,25 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
                 cache.want(r.question, p)
     for r in list(task.forget) + list(task.holdout):
         cache.want(r.question, r.answer)
-    cache.run(progress=f"scoring {model.name}")
-
     generations: dict[str, list[str]] = {}
-    if cfg.generate:
-        generations = _generate_all({**qa_sets, **task.general_evals}, model, cfg)
+    gen_splits = {**qa_sets, **task.general_evals}
+    fused = cfg.generate and hasattr(model, "score_and_generate")
+    if fused:  # each question's prompt read once, for its answers and its generation
+        keys = cache.pending()
+        questions = [r.question for records in gen_splits.values() for r in records]
+        scores, texts = model.score_and_generate([q for q, _ in keys], [a for _, a in keys], questions,
+                                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                                 gen_batch_size=cfg.gen_batch_size,
+                                                 progress=f"scoring + generating {model.name}")
+        cache.fill(keys, scores)
+        generations = _split_back(gen_splits, texts)
+        t_scored = t_generated = time.perf_counter()
+    else:
+        cache.run(progress=f"scoring {model.name}")
+        t_scored = time.perf_counter()
+        if cfg.generate:
+            generations = _generate_all(gen_splits, model, cfg)
+        t_generated = time.perf_counter()
 
     per_example: dict[str, list[dict]] = {}
     summary: dict[str, float | None] = {}
@@ -167,6 +181,10 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
             summary["privleak_reference_auc"] = UNREFERENCED_PRIVLEAK_AUC
 
     summary["seconds"] = time.perf_counter() - t0
+    timings = {"fused": fused, "scoring_seconds": None if fused else t_scored - t0,
+               "generation_seconds": None if fused else t_generated - t_scored,
+               "scoring_and_generation_seconds": t_generated - t0,
+               "pairs_scored": cache.size, "questions_generated": sum(len(v) for v in generations.values())}
     result = {
         "suite": "tofu",
         "model": model.describe(),
@@ -177,6 +195,7 @@ def evaluate_tofu(model, task, reference: dict | None = None, config: EvalConfig
         "config": asdict(cfg),
         "chat_format": _chat_format(model),
         "summary": summary,
+        "timings": timings,
         "per_example": per_example,
     }
     return add_reference_metrics(result, reference) if reference is not None else result
@@ -201,13 +220,18 @@ def add_reference_metrics(result: dict[str, Any], reference: dict[str, Any]) -> 
 
 def _generate_all(splits: dict[str, list], model, cfg: EvalConfig) -> dict[str, list[str]]:
     """Every split's questions in one generate call (the decoder refills its slots across splits)."""
-    questions, spans = [], {}
-    for split, records in splits.items():
-        spans[split] = (len(questions), len(questions) + len(records))
-        questions.extend(r.question for r in records)
+    questions = [r.question for records in splits.values() for r in records]
     texts = model.generate(questions, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
                            progress=f"generating {model.name}")
-    return {split: texts[a:b] for split, (a, b) in spans.items()}
+    return _split_back(splits, texts)
+
+
+def _split_back(splits: dict[str, list], texts: list[str]) -> dict[str, list[str]]:
+    out, at = {}, 0
+    for split, records in splits.items():
+        out[split] = texts[at : at + len(records)]
+        at += len(records)
+    return out
 
 
 def _ou_tokens(scores):

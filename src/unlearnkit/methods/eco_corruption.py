@@ -218,15 +218,13 @@ class EmbeddingCorruptor:
         if info is None or tuple(info["input_ids"].shape) != tuple(output.shape[:2]):
             raise RuntimeError("ECO: an embedding forward ran outside a batch announced by observe_batches; "
                                "refusing to guess which tokens are the prompt")
-        width = output.shape[1]
         out = output
         changed = False
-        for row, (i, n_prompt) in enumerate(zip(info["indices"], info["prompt_lengths"])):
+        for row, i, start, n_prompt in info["segments"]:
             plan = self.plans[i]
             if not plan.positions:
                 continue
-            offset = width - n_prompt if info["padding"] == "left" else 0
-            pos = torch.tensor([offset + p for p in plan.positions if p < n_prompt], dtype=torch.long,
+            pos = torch.tensor([start + p for p in plan.positions if p < n_prompt], dtype=torch.long,
                                device=output.device)
             if pos.numel() == 0:
                 continue

@@ -152,8 +152,9 @@ class HFLanguageModel(LanguageModel):
             raise ValueError(f"score() got {len(prompts)} prompts but {len(answers)} answers")
         pairs = [self.pair_ids(p, a, chat) for p, a in zip(prompts, answers)]
         if supports_fast_path(self.model):
+            # about batch_size answers of ~24 tokens per forward, packed without padding
             scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
-                                  max_rows=batch_size)
+                                  batch_tokens=max(384, 24 * batch_size))
             out = scorer.score(pairs, progress=progress)
         else:
             out = self._score_full(pairs, batch_size, progress)
@@ -206,6 +207,46 @@ class HFLanguageModel(LanguageModel):
             new = self._hf_generate(ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed, progress)
         return [self.decode_generation(toks) for toks in new]
 
+    @torch.no_grad()
+    def score_and_generate(self, score_prompts, score_answers, gen_prompts, *, max_new_tokens=200, batch_size=16,
+                           gen_batch_size=8, progress=None) -> tuple[list[AnswerScores], list[str]]:
+        """``score(score_prompts, score_answers)`` and greedy ``generate(gen_prompts)`` in one pass.
+
+        Answers whose prompt is also generated from are scored in the forward that prefills
+        that prompt for decoding, so each such prompt is read once; the values are those of
+        the two separate calls up to float rounding. Without the fast path this is just the two calls.
+        """
+        if not supports_fast_path(self.model):
+            return (self.score(score_prompts, score_answers, batch_size=batch_size, progress=progress),
+                    self.generate(gen_prompts, max_new_tokens=max_new_tokens, batch_size=gen_batch_size,
+                                  progress=progress))
+        pairs = [self.pair_ids(p, a) for p, a in zip(score_prompts, score_answers)]
+        gen_ids = [self.prompt_ids(p) for p in gen_prompts]
+        owner = {}
+        for j, ids in enumerate(gen_ids):
+            owner.setdefault(tuple(ids), j)
+        attached: list[list[int]] = [[] for _ in gen_ids]
+        alone = []
+        for i, (context, _) in enumerate(pairs):
+            j = owner.get(tuple(context))
+            (attached[j] if j is not None else alone).append(i)
+        out: list[AnswerScores | None] = [None] * len(pairs)
+        if alone:
+            scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
+                                  batch_tokens=max(384, 24 * batch_size))
+            for i, scores in zip(alone, scorer.score([pairs[i] for i in alone], progress=progress)):
+                out[i] = scores
+        decoder = SlotDecoder(self.model, gen_batch_size, self.eos_ids, self.tokenizer.pad_token_id,
+                              notify=self._notify_batch)
+        new, scored = decoder.generate(gen_ids, max_new_tokens, progress=progress,
+                                       labels=[[pairs[i][1] for i in members] for members in attached])
+        for members, scores in zip(attached, scored):
+            for i, s in zip(members, scores):
+                out[i] = s
+        for scores, (_, labels) in zip(out, pairs):
+            scores.label_text = self.label_text(labels)
+        return out, [self.decode_generation(toks) for toks in new]
+
     def decode_generation(self, tokens: Sequence[int]) -> str:
         """Text of generated tokens, as OpenUnlearning reads a generation: special tokens skipped,
         tokenization spaces cleaned up, cut at the first EOS text, stripped."""
@@ -255,11 +296,11 @@ class HFLanguageModel(LanguageModel):
     def observe_batches(self, callback):
         """Call ``callback(info)`` before each forward batch that ``score``/``generate`` run in this thread.
 
-        ``info`` is a dict: ``kind`` ("score" or "generate"), ``indices`` (each row's position in
-        the call's prompt list), ``prompt_lengths`` (prompt tokens per row), ``input_ids`` (the
-        batch) and ``padding`` ("right": prompt at positions 0..len-1, the answer after it;
-        "left": prompt at the last len positions). Hooks on the model (ECO) use it to find
-        each row's prompt tokens.
+        ``info`` is a dict: ``kind`` ("score" or "generate"), ``input_ids`` (the batch) and
+        ``segments``: one ``(row, prompt_index, start, length)`` per prompt in the batch — the
+        prompt of the call's ``prompt_index``-th prompt occupies positions ``start .. start+length-1``
+        of ``row`` (a packed row may hold several prompts, each followed by its answers). Hooks on
+        the model (ECO) use it to find every prompt's tokens; tokens outside a segment are not prompt.
         """
         entry = (threading.get_ident(), callback)
         observers = self.__dict__.setdefault("_batch_observers", [])
@@ -271,11 +312,17 @@ class HFLanguageModel(LanguageModel):
 
     def _notify_batch(self, **info) -> None:
         observers = self.__dict__.get("_batch_observers")
-        if observers:
-            me = threading.get_ident()
-            for owner, callback in list(observers):
-                if owner == me:
-                    callback(info)
+        if not observers:
+            return
+        if "segments" not in info:  # one prompt per row, right- or left-padded
+            width = info["input_ids"].shape[1]
+            left = info.get("padding") == "left"
+            info["segments"] = [(row, i, width - n if left else 0, n)
+                                for row, (i, n) in enumerate(zip(info["indices"], info["prompt_lengths"]))]
+        me = threading.get_ident()
+        for owner, callback in list(observers):
+            if owner == me:
+                callback(info)
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

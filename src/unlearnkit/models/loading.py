@@ -65,6 +65,26 @@ def load_model(spec: str | Path | None = None, *, device: str | None = None) -> 
     )
 
 
+def set_chat_format(model: LanguageModel, system_prompt: str | None = None, labels: str | None = None) -> LanguageModel:
+    """Override the system prompt (``None`` keeps it, ``""`` removes it) and/or label style of ``model``.
+
+    Applies to the weight-backed model itself, or to the one a guard wraps; an endpoint
+    (no local tokenizer) keeps its own prompt handling and only takes ``system_prompt``.
+    """
+    inner, depth = model, 0
+    while inner is not None and depth < 16:
+        fmt = getattr(inner, "chat_format", None)
+        if fmt is not None:
+            inner.chat_format = fmt.with_overrides(system_prompt=... if system_prompt is None else system_prompt,
+                                                   labels=labels)
+            return model
+        if system_prompt is not None and hasattr(inner, "system_prompt") and not hasattr(inner, "base"):
+            inner.system_prompt = system_prompt or None
+            return model
+        inner, depth = getattr(inner, "base", None), depth + 1
+    return model
+
+
 def _single_gguf(path: Path) -> Path | None:
     files = sorted(path.glob("*.gguf"))
     if not (path / "config.json").exists() and len(files) == 1:

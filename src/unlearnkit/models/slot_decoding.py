@@ -2,11 +2,15 @@
 
 ``model.generate`` on a padded batch keeps decoding rows that already stopped until the
 longest one ends, and pads every prompt to the longest. Here each slot holds one request
-in its own rows of a preallocated KV cache, from column 0, at its own positions: when a
-request stops (EOS or ``max_new_tokens``) the next prompt is prefilled into that slot at
-once, so every decode step works on live rows only. Each row sees exactly the tokens and
-positions it would see alone (no left padding inside its window), so the text equals
-batch-1 greedy decoding up to float rounding of the batched matrix products.
+in its own rows of a preallocated KV cache, from column 0, at its own positions: when
+requests stop (EOS or ``max_new_tokens``) the next prompts are prefilled into their slots
+together, so decode steps work on live rows only. Each row sees exactly the tokens and
+positions it would see alone (no padding inside its window), so the text equals batch-1
+greedy decoding up to float rounding of the batched matrix products.
+
+A prompt's prefill is the packed forward of ``prefix_scoring`` (the prompt, then any answers
+to score after it): an evaluation that both scores answers and generates after the same
+prompt reads that prompt once.
 
 Used by ``HFLanguageModel.generate`` for greedy decoding on the architectures of
 ``prefix_scoring.supports_fast_path``; sampling and other models use ``model.generate``.
@@ -19,7 +23,8 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from unlearnkit.models.prefix_scoring import additive_mask, cache_kwarg
+from unlearnkit.models.prefix_scoring import PrefixScorer, _Piece, _Row, additive_mask, cache_kwarg
+from unlearnkit.models.scores import AnswerScores
 
 
 class SlotCache:
@@ -56,24 +61,51 @@ class SlotCache:
 
 
 class SlotDecoder:
+    """``slots`` requests decode together; freed slots are refilled once ``refill`` of them are free
+    (or nothing else is running), so prefills run in batches rather than one prompt at a time."""
+
     def __init__(self, model, slots: int, eos_ids: Sequence[int], pad_id: int,
-                 notify: Callable[..., None] | None = None):
+                 notify: Callable[..., None] | None = None, refill: int | None = None):
         self.model = model
-        self.decoder = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.model_cache_arg = cache_kwarg(model)
-        self.decoder_cache_arg = cache_kwarg(self.decoder)
         self.slots = max(1, int(slots))
+        self.refill = max(1, int(refill if refill is not None else self.slots // 8))
         self.eos = torch.tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long)
+        self.eos_set = set(self.eos.tolist())
         self.pad_id = pad_id
-        self.notify = notify or (lambda **info: None)
+        self.scorer = PrefixScorer(model, pad_id, notify=notify)
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, progress: str | None = None) -> list[list[int]]:
-        """Greedy continuations (token ids, EOS excluded) of each prompt, in input order."""
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, progress: str | None = None,
+                 labels: Sequence[Sequence[list[int]]] | None = None):
+        """Greedy continuations (token ids, EOS excluded) of each prompt, in input order.
+
+        With ``labels`` (per prompt, label-id lists of answers to score after it), returns
+        ``(continuations, scores)`` where ``scores[j]`` are the ``AnswerScores`` of prompt j's answers.
+        """
         n = len(prompts)
-        if n == 0 or max_new_tokens <= 0:
-            return [[] for _ in prompts]
+        pairs: list[tuple[list[int], list[int]]] = []
+        members: list[list[int]] = []
+        for j, p in enumerate(prompts):
+            members.append([])
+            for lab in (labels[j] if labels is not None else ()):
+                members[j].append(len(pairs))
+                pairs.append((list(p), list(lab)))
+        scored: list[AnswerScores | None] = [None] * len(pairs)
+        results: list[list[int]] = [[] for _ in prompts]
+        if n and max_new_tokens > 0:
+            self._decode(prompts, max_new_tokens, progress, pairs, members, scored, results)
+        elif pairs:  # nothing to generate: just score
+            rows = [self._row(prompts[j], members[j], j, pairs) for j in range(n)]
+            for row in rows:
+                self.scorer._forward([row], pairs, scored)
+        if labels is None:
+            return results
+        return results, [[scored[i] for i in members[j]] for j in range(n)]
+
+    def _decode(self, prompts, max_new_tokens, progress, pairs, members, scored, results) -> None:
+        n = len(prompts)
         cfg = self.model.config
         param = next(self.model.parameters())
         dev, dtype = param.device, param.dtype
@@ -87,41 +119,39 @@ class SlotDecoder:
         made = torch.zeros(slots, dtype=torch.long)  # tokens generated so far
         last = torch.zeros(slots, dtype=torch.long, device=dev)  # the token to feed next
         produced = torch.full((slots, max_new_tokens), self.pad_id, dtype=torch.long)
-        results: list[list[int]] = [[] for _ in prompts]
         queue = list(range(n))
         bar = tqdm(total=n, desc=progress, disable=progress is None, leave=False)
 
         def fill(free: list[int]) -> None:
             take = [queue.pop(0) for _ in range(min(len(free), len(queue)))]
-            if take:
-                first = self._prefill(cache, free[: len(take)], [prompts[i] for i in take], take, dev)
-                for slot, i, tok in zip(free, take, first.tolist()):
-                    request[slot], length[slot], made[slot] = i, len(prompts[i]), 1
-                    produced[slot, 0] = tok
-                    last[slot] = tok
+            if not take:
+                return
+            first = self._prefill(cache, free[: len(take)], take, prompts, members, pairs, scored, dev)
+            for slot, i, tok in zip(free, take, first):
+                request[slot], length[slot], made[slot] = i, len(prompts[i]), 1
+                produced[slot, 0] = tok
+                last[slot] = tok
 
-        def finish() -> list[int]:
+        def finish() -> None:
             live = request >= 0
-            done = live & (torch.isin(produced[torch.arange(slots), (made - 1).clamp_min(0)], self.eos) |
-                           (made >= max_new_tokens))
-            freed = []
+            newest = produced[torch.arange(slots), (made - 1).clamp_min(0)]
+            done = live & (torch.isin(newest, self.eos) | (made >= max_new_tokens))
             for slot in torch.nonzero(done).flatten().tolist():
                 toks = produced[slot, : int(made[slot])].tolist()
-                if toks and toks[-1] in set(self.eos.tolist()):
+                if toks and toks[-1] in self.eos_set:
                     toks = toks[:-1]
                 results[int(request[slot])] = toks
                 request[slot] = -1
-                freed.append(slot)
                 bar.update(1)
-            return freed
 
         fill(list(range(slots)))
         while True:
-            freed = finish()
-            if freed and queue:
-                fill(freed)
-                continue  # a prompt may stop at its first token: check again before decoding
+            finish()
+            free = torch.nonzero(request < 0).flatten().tolist()
             live = torch.nonzero(request >= 0).flatten()
+            if queue and free and (len(free) >= min(self.refill, len(queue)) or live.numel() == 0):
+                fill(free)
+                continue  # a prompt may stop at its first token: check again before decoding
             if live.numel() == 0:
                 break
             rows = live.to(dev)
@@ -139,26 +169,33 @@ class SlotDecoder:
             length[live] += 1
             made[live] += 1
         bar.close()
-        return results
 
-    def _prefill(self, cache: SlotCache, slots: list[int], prompts: list[list[int]], indices: list[int], dev):
-        from transformers import DynamicCache
+    @staticmethod
+    def _row(prompt, member_ids, key, pairs) -> _Row:
+        piece = _Piece(tuple(prompt), list(member_ids), len(prompt) + sum(max(len(pairs[i][1]) - 1, 0)
+                                                                          for i in member_ids), 0, key)
+        return _Row([piece], piece.size)
 
-        lens = torch.tensor([len(p) for p in prompts])
-        width = int(lens.max())
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        for j, p in enumerate(prompts):
-            ids[j, : len(p)] = torch.tensor(p)
-        self.notify(kind="generate", indices=indices, prompt_lengths=lens.tolist(), input_ids=ids, padding="right")
-        fresh = DynamicCache(config=self.model.config)
-        hidden = self.decoder(input_ids=ids.to(dev), attention_mask=(torch.arange(width)[None] < lens[:, None]).long().to(dev),
-                              position_ids=torch.arange(width, device=dev)[None].expand(len(prompts), width),
-                              use_cache=True, **{self.decoder_cache_arg: fresh}).last_hidden_state
-        for layer, entry in enumerate(fresh.layers):
-            for j, slot in enumerate(slots):
-                cache.write_prefix(slot, layer, entry.keys[j, :, : lens[j]], entry.values[j, :, : lens[j]])
-        last_hidden = hidden[torch.arange(len(prompts)), lens - 1]
-        return self.lm_head(last_hidden).argmax(-1).cpu()
+    def _prefill(self, cache, slots, take, prompts, members, pairs, scored, dev) -> list[int]:
+        """Read the taken prompts (and score their answers) in packed forwards; write their KV into the slots."""
+        rows = [self._row(prompts[i], members[i], i, pairs) for i in take]
+        first: list[int] = []
+        start = 0
+        while start < len(rows):  # as many rows per forward as the scorer's token budget allows
+            stop = start + 1
+            while stop < len(rows) and (stop - start + 1) * max(r.length for r in rows[start : stop + 1]) \
+                    <= self.scorer.batch_tokens:
+                stop += 1
+            batch = rows[start:stop]
+            hidden, kv = self.scorer._forward(batch, pairs, scored, record=True)
+            ends = torch.tensor([len(prompts[i]) - 1 for i in take[start:stop]], device=hidden.device)
+            first.extend(self.lm_head(hidden[torch.arange(len(batch), device=hidden.device), ends]).argmax(-1).tolist())
+            for r, i in enumerate(take[start:stop]):
+                c = len(prompts[i])
+                for layer, (keys, values) in kv.items():
+                    cache.write_prefix(slots[start + r], layer, keys[r, :, :c], values[r, :, :c])
+            start = stop
+        return first
 
 
 __all__ = ["SlotCache", "SlotDecoder"]

@@ -22,7 +22,7 @@ from unlearnkit.evaluation.tofu import EvalConfig
 from unlearnkit.io import write_json_atomic, write_text_atomic
 from unlearnkit.methods.registry import build_method
 from unlearnkit.paths import cache_root
-from unlearnkit.models.loading import load_model
+from unlearnkit.models.loading import load_model, set_chat_format
 from unlearnkit.reports.table import comparison_row, markdown_table, print_table
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.workflows.evaluate import cached_evaluate
@@ -55,6 +55,7 @@ class DemoConfig:
         k: dict(v) for k, v in DEMO_METHOD_OPTIONS.items()})
     finetune: TrainConfig = field(default_factory=lambda: FINETUNE_DEFAULTS)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_new_tokens=48))
+    system_prompt: str | None = None  # None: the model's own (ChatFormat's default); "": none
 
 
 EMBEDDED_SPECS = {None, "", "smollm2", "default", "embedded"}
@@ -84,6 +85,7 @@ def prepare_demo_models(cfg: DemoConfig, model_spec: str | None = None, console:
     """Steps 1-2 of the demo, shared with the benchmarks so that they all reuse one cache.
 
     ``model_spec``: None (or "smollm2") for the embedded default, else any ``load_model`` spec.
+    ``cfg.system_prompt`` (None = the model's own) is the system prompt of every model made here.
     """
     console = console or Console()
     model_spec = None if model_spec in EMBEDDED_SPECS else str(model_spec)
@@ -93,9 +95,11 @@ def prepare_demo_models(cfg: DemoConfig, model_spec: str | None = None, console:
     full = load_split(data_dir, task.splits.full)
     console.print(f"[bold]data[/bold] {data_dir}: forget {len(task.forget)}, retain {len(task.retain)}, "
                   f"holdout {len(task.holdout)} QA pairs")
-    base = load_model(model_spec)
+    base = set_chat_format(load_model(model_spec), system_prompt=cfg.system_prompt)
     console.print(f"[bold]model[/bold] {base.name}: {base.describe().get('parameters', 0) / 1e6:.1f}M parameters")
-    key = hashlib.sha256(json.dumps([str(model_spec), str(data_dir), asdict(cfg.finetune)]).encode()).hexdigest()[:12]
+    fmt = getattr(base, "chat_format", None)
+    key = hashlib.sha256(json.dumps([str(model_spec), str(data_dir), asdict(cfg.finetune),
+                                     fmt.to_json() if fmt is not None else None]).encode()).hexdigest()[:12]
     cache = cache_root() / "demo" / key
     target, target_info, target_cached = finetune(base, full, cache / "target", cfg.finetune, str(model_spec),
                                                   label="target")

@@ -37,8 +37,9 @@ def finetune(lm, records, out_dir: str | Path, config: TrainConfig | None = None
 
     config = (config or FINETUNE_DEFAULTS).validate()
     out_dir = Path(out_dir)
+    fmt = getattr(lm, "chat_format", None)
     key = {"base": base_spec or lm.name, "model": lm.describe(), "data": records_digest(records),
-           "n": len(records), "config": asdict(config)}
+           "n": len(records), "config": asdict(config), "chat_format": fmt.to_json() if fmt is not None else None}
     info_path = out_dir / "finetune.json"
     if not force and info_path.is_file() and (out_dir / "model" / "config.json").is_file():
         info = read_json(info_path)
