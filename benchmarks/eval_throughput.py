@@ -65,8 +65,6 @@ def main() -> None:
     result = evaluate_tofu(model, task, config=cfg)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the optional phases
     if args.phases:  # the two phases apart, on the same model (scoring, then generation)
-        import time
-
         pairs = [(r.question, a) for records in (task.forget_eval, task.retain_eval) for r in records
                  for a in (r.answer, r.paraphrased_answer, *r.perturbed_answers)]
         pairs += [(r.question, a) for records in task.general_evals.values() for r in records

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from unlearnkit.models.base import LanguageModel, Prompt, as_messages
 from unlearnkit.models.chat_format import ChatFormat, has_template, labelled_ids, transcript
+from unlearnkit.models.onednn import onednn_linears
 from unlearnkit.models.prefix_scoring import PrefixScorer, supports_fast_path, token_stats
 from unlearnkit.models.scores import AnswerScores
 from unlearnkit.models.slot_decoding import SlotDecoder
@@ -151,13 +152,14 @@ class HFLanguageModel(LanguageModel):
         if len(prompts) != len(answers):
             raise ValueError(f"score() got {len(prompts)} prompts but {len(answers)} answers")
         pairs = [self.pair_ids(p, a, chat) for p, a in zip(prompts, answers)]
-        if supports_fast_path(self.model):
-            # about batch_size answers of ~24 tokens per forward, packed without padding
-            scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
-                                  batch_tokens=max(384, 24 * batch_size))
-            out = scorer.score(pairs, progress=progress)
-        else:
-            out = self._score_full(pairs, batch_size, progress)
+        with onednn_linears(self.model):
+            if supports_fast_path(self.model):
+                # about batch_size answers of ~32 tokens per forward, packed without padding
+                scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
+                                      batch_tokens=max(512, 32 * batch_size))
+                out = scorer.score(pairs, progress=progress)
+            else:
+                out = self._score_full(pairs, batch_size, progress)
         for scores, (_, labels) in zip(out, pairs):
             scores.label_text = self.label_text(labels)
         return out
@@ -199,12 +201,14 @@ class HFLanguageModel(LanguageModel):
         slots) where the architecture allows; sampling and other models use ``model.generate``.
         """
         ids = [self.prompt_ids(p, chat) for p in prompts]
-        if not do_sample and supports_fast_path(self.model):
-            decoder = SlotDecoder(self.model, batch_size, self.eos_ids, self.tokenizer.pad_token_id,
-                                  notify=self._notify_batch)
-            new = decoder.generate(ids, max_new_tokens, progress=progress)
-        else:
-            new = self._hf_generate(ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed, progress)
+        with onednn_linears(self.model):
+            if not do_sample and supports_fast_path(self.model):
+                decoder = SlotDecoder(self.model, batch_size, self.eos_ids, self.tokenizer.pad_token_id,
+                                      notify=self._notify_batch)
+                new = decoder.generate(ids, max_new_tokens, progress=progress)
+            else:
+                new = self._hf_generate(ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed,
+                                        progress)
         return [self.decode_generation(toks) for toks in new]
 
     @torch.no_grad()
@@ -231,15 +235,16 @@ class HFLanguageModel(LanguageModel):
             j = owner.get(tuple(context))
             (attached[j] if j is not None else alone).append(i)
         out: list[AnswerScores | None] = [None] * len(pairs)
-        if alone:
-            scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
-                                  batch_tokens=max(384, 24 * batch_size))
-            for i, scores in zip(alone, scorer.score([pairs[i] for i in alone], progress=progress)):
-                out[i] = scores
-        decoder = SlotDecoder(self.model, gen_batch_size, self.eos_ids, self.tokenizer.pad_token_id,
-                              notify=self._notify_batch)
-        new, scored = decoder.generate(gen_ids, max_new_tokens, progress=progress,
-                                       labels=[[pairs[i][1] for i in members] for members in attached])
+        with onednn_linears(self.model):
+            if alone:
+                scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
+                                      batch_tokens=max(512, 32 * batch_size))
+                for i, scores in zip(alone, scorer.score([pairs[i] for i in alone], progress=progress)):
+                    out[i] = scores
+            decoder = SlotDecoder(self.model, gen_batch_size, self.eos_ids, self.tokenizer.pad_token_id,
+                                  notify=self._notify_batch)
+            new, scored = decoder.generate(gen_ids, max_new_tokens, progress=progress,
+                                           labels=[[pairs[i][1] for i in members] for members in attached])
         for members, scores in zip(attached, scored):
             for i, s in zip(members, scores):
                 out[i] = s

@@ -45,14 +45,25 @@ def cache_kwarg(module) -> str:
 
 
 def token_stats(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per position: log p(target), μ and σ of log p under the model (Min-K%++), argmax == target."""
+    """Per position: log p(target), μ and σ of log p under the model (Min-K%++), argmax == target.
+
+    Works on ``d = logits − max`` in place (``logits`` is consumed): with ``e = exp(d)``,
+    ``Z = Σe``, ``log p = d − log Z``, ``μ = Σ e·d / Z − log Z`` and
+    ``σ² = Σ e·d² / Z − (Σ e·d / Z)²``. Shifting by the maximum keeps the subtraction
+    benign in float32 (the mass sits where d ≈ 0); three passes over the vocabulary instead
+    of ten, and one temporary.
+    """
     logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    token_lp = logp.gather(-1, target[:, None]).squeeze(-1)
-    mu = (p * logp).sum(-1)
-    var = (p * (logp - mu[:, None]).pow(2)).sum(-1)  # two-pass: no cancellation in float32
-    return token_lp, mu, var.sqrt(), logits.argmax(-1) == target
+    top, arg = logits.max(-1)
+    d = logits.sub_(top[:, None])
+    picked = d.gather(-1, target[:, None]).squeeze(-1)
+    e = d.exp()
+    z = e.sum(-1)
+    log_z = z.log()
+    e.mul_(d)
+    a = e.sum(-1) / z  # E_p[d]
+    b = torch.linalg.vecdot(e, d) / z  # E_p[d²]
+    return picked - log_z, a - log_z, (b - a * a).clamp_min(0).sqrt(), arg == target
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -108,11 +119,11 @@ class PrefixScorer:
 
     ``row_tokens`` bounds one packed row; ``batch_tokens`` bounds the rows of one forward. Attention
     inside a row costs its length squared, so short rows in batches of a few are fastest on CPU
-    (measured on SmolLM2, 2 cores: 384/768 tokens 389 tok/s, 1024/2048 258 tok/s).
+    (measured on SmolLM2, 2 cores, oneDNN linears: 384/768 tokens 459 tok/s, 512/1024 528, 1024/2048 502).
     """
 
-    def __init__(self, model, pad_id: int, notify: Callable[..., None] | None = None, row_tokens: int = 384,
-                 batch_tokens: int = 768):
+    def __init__(self, model, pad_id: int, notify: Callable[..., None] | None = None, row_tokens: int = 512,
+                 batch_tokens: int = 1024):
         self.model = model
         self.decoder = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
@@ -244,7 +255,7 @@ class PrefixScorer:
         parts = []
         for start in range(0, hidden.shape[0], LM_HEAD_ROWS):
             sl = slice(start, start + LM_HEAD_ROWS)
-            parts.append(token_stats(self.lm_head(hidden[sl]), targets[sl]))
+            parts.append(token_stats(self.lm_head(hidden[sl]), targets[sl]))  # logits consumed in place
         return tuple(torch.cat([p[k] for p in parts]) for k in range(4))
 
 

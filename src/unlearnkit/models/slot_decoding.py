@@ -30,31 +30,36 @@ from unlearnkit.models.scores import AnswerScores
 class SlotCache:
     """Per-layer K/V of shape [slots, kv_heads, capacity, head_dim]; ``update`` writes one token per live row.
 
-    It answers the one call the attention layers make (``update``), so transformers' own
-    attention code (eager or SDPA) runs on it unchanged.
+    Live requests occupy slots ``0 .. live-1`` (a finished request's slot takes the last live
+    one, ``move``), so attention reads the views ``[:live, :, :width]`` and nothing is copied
+    per step. It answers the one call the attention layers make (``update``), so transformers'
+    own attention code (eager or SDPA) runs on it unchanged.
     """
 
     def __init__(self, layers: int, slots: int, heads: int, capacity: int, head_dim: int, dtype, device):
         shape = (slots, heads, capacity, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.rows: torch.Tensor | None = None  # live slots this step
-        self.cols: torch.Tensor | None = None  # each live slot's write column (= its length so far)
+        self.live = 0  # rows 0 .. live-1 decode this step
+        self.cols: torch.Tensor | None = None  # each live row's write column (= its length so far)
         self.width = 0  # columns attention reads this step
-        self.all_rows = False
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        keys[self.rows, :, self.cols] = key_states[:, :, 0]
-        values[self.rows, :, self.cols] = value_states[:, :, 0]
-        if self.all_rows:
-            return keys[:, :, : self.width], values[:, :, : self.width]
-        return keys[self.rows, :, : self.width], values[self.rows, :, : self.width]
+        rows = torch.arange(self.live, device=keys.device)
+        keys[rows, :, self.cols] = key_states[:, :, 0]
+        values[rows, :, self.cols] = value_states[:, :, 0]
+        return keys[: self.live, :, : self.width], values[: self.live, :, : self.width]
 
     def write_prefix(self, slot: int, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         n = keys.shape[1]
         self.keys[layer][slot, :, :n] = keys
         self.values[layer][slot, :, :n] = values
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        for keys, values in zip(self.keys, self.values):
+            keys[dst, :, :length] = keys[src, :, :length]
+            values[dst, :, :length] = values[src, :, :length]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.width
@@ -120,54 +125,62 @@ class SlotDecoder:
         last = torch.zeros(slots, dtype=torch.long, device=dev)  # the token to feed next
         produced = torch.full((slots, max_new_tokens), self.pad_id, dtype=torch.long)
         queue = list(range(n))
+        live = 0  # slots 0 .. live-1 hold requests
         bar = tqdm(total=n, desc=progress, disable=progress is None, leave=False)
 
-        def fill(free: list[int]) -> None:
-            take = [queue.pop(0) for _ in range(min(len(free), len(queue)))]
+        def fill() -> None:
+            nonlocal live
+            take = [queue.pop(0) for _ in range(min(slots - live, len(queue)))]
             if not take:
                 return
-            first = self._prefill(cache, free[: len(take)], take, prompts, members, pairs, scored, dev)
-            for slot, i, tok in zip(free, take, first):
+            new_slots = list(range(live, live + len(take)))
+            first = self._prefill(cache, new_slots, take, prompts, members, pairs, scored, dev)
+            for slot, i, tok in zip(new_slots, take, first):
                 request[slot], length[slot], made[slot] = i, len(prompts[i]), 1
                 produced[slot, 0] = tok
                 last[slot] = tok
+            live += len(take)
 
         def finish() -> None:
-            live = request >= 0
-            newest = produced[torch.arange(slots), (made - 1).clamp_min(0)]
-            done = live & (torch.isin(newest, self.eos) | (made >= max_new_tokens))
-            for slot in torch.nonzero(done).flatten().tolist():
+            nonlocal live
+            newest = produced[torch.arange(live), (made[:live] - 1).clamp_min(0)]
+            done = torch.isin(newest, self.eos) | (made[:live] >= max_new_tokens)
+            for slot in sorted(torch.nonzero(done).flatten().tolist(), reverse=True):
                 toks = produced[slot, : int(made[slot])].tolist()
                 if toks and toks[-1] in self.eos_set:
                     toks = toks[:-1]
                 results[int(request[slot])] = toks
-                request[slot] = -1
                 bar.update(1)
+                end = live - 1  # the last live request takes this slot
+                if slot != end:
+                    cache.move(end, slot, int(length[end]))
+                    request[slot], length[slot], made[slot] = request[end], length[end], made[end]
+                    last[slot] = last[end]
+                    produced[slot] = produced[end]
+                request[end] = -1
+                live -= 1
 
-        fill(list(range(slots)))
+        fill()
         while True:
             finish()
-            free = torch.nonzero(request < 0).flatten().tolist()
-            live = torch.nonzero(request >= 0).flatten()
-            if queue and free and (len(free) >= min(self.refill, len(queue)) or live.numel() == 0):
-                fill(free)
+            if queue and live < slots and (slots - live >= min(self.refill, len(queue)) or live == 0):
+                fill()
                 continue  # a prompt may stop at its first token: check again before decoding
-            if live.numel() == 0:
+            if live == 0:
                 break
-            rows = live.to(dev)
-            cols = length[live].to(dev)
-            cache.rows, cache.cols = rows, cols
-            cache.width = int(length[live].max()) + 1
-            cache.all_rows = live.numel() == slots
+            cols = length[:live].to(dev)
+            cache.live, cache.cols = live, cols
+            cache.width = int(length[:live].max()) + 1
             allowed = torch.arange(cache.width, device=dev)[None, :] <= cols[:, None]
-            logits = self.model(input_ids=last[rows][:, None], attention_mask=additive_mask(allowed[:, None, None], dtype),
+            logits = self.model(input_ids=last[:live][:, None],
+                                attention_mask=additive_mask(allowed[:, None, None], dtype),
                                 position_ids=cols[:, None], use_cache=True,
                                 **{self.model_cache_arg: cache}).logits[:, -1]
             tokens = logits.argmax(-1)
-            last[rows] = tokens
-            produced[live, made[live]] = tokens.cpu()
-            length[live] += 1
-            made[live] += 1
+            last[:live] = tokens
+            produced[torch.arange(live), made[:live]] = tokens.cpu()
+            length[:live] += 1
+            made[:live] += 1
         bar.close()
 
     @staticmethod
