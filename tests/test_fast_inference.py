@@ -10,15 +10,33 @@ from unlearnkit.models.tiny import load_tiny
 PROMPTS = ["Where was Ada born?", "Who wrote the play?", "A much longer question, with several clauses, about Ada?"]
 
 
-def test_prefix_scoring_equals_the_plain_forward():
+def _tiny(mask_pad_tokens: bool, sharp: bool = False):
+    """The tiny model; ``sharp`` redraws its matrices with a large spread so that greedy paths
+    depend on every detail of attention and positions (at the default init they repeat one token)."""
     lm = load_tiny()
+    lm.chat_format = lm.chat_format.with_overrides(mask_pad_tokens=mask_pad_tokens)
+    if sharp:
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for param in lm.model.parameters():
+                if param.dim() == 2:
+                    param.normal_(0, 0.5, generator=g)
+    return lm
+
+
+@pytest.mark.parametrize("mask_pad_tokens", [True, False])
+def test_prefix_scoring_equals_the_plain_forward(mask_pad_tokens):
+    """With pad masking on, every <|im_end|> of the chat is hidden in both paths (OpenUnlearning's collator)."""
+    lm = _tiny(mask_pad_tokens)
+    assert (lm.hidden_id is not None) == mask_pad_tokens
     answers = ["Lyon.", "Ada was born in Lyon in 1815.", "x", "William Shakespeare", "No idea at all, sorry.", "Yes"]
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1], PROMPTS[2], PROMPTS[2]]
     fast = lm.score(prompts, answers)
     from unlearnkit.models.prefix_scoring import PrefixScorer
 
     pairs = [lm.pair_ids(p, a) for p, a in zip(prompts, answers)]
-    small = PrefixScorer(lm.model, lm.tokenizer.pad_token_id, row_tokens=60, batch_tokens=60).score(pairs)
+    small = PrefixScorer(lm.model, lm.tokenizer.pad_token_id, row_tokens=60, batch_tokens=60,
+                         hidden_id=lm.hidden_id).score(pairs)
     plain = lm._score_full([lm.pair_ids(p, a) for p, a in zip(prompts, answers)], 16, None)
     for f, g, p in zip(fast, small, plain):  # one packed forward; rows so short that prompts repeat
         np.testing.assert_allclose(g.logprobs, p.logprobs, atol=2e-5)
@@ -42,14 +60,21 @@ def test_prefix_scoring_handles_one_token_labels():
     assert two.logprobs[1] == pytest.approx(logp[len(context), 6].item(), abs=1e-5)
 
 
-def test_slot_decoder_equals_batch_one_greedy_generate():
-    lm = load_tiny()
+@pytest.mark.parametrize("mask_pad_tokens", [True, False])
+def test_slot_decoder_equals_batch_one_greedy_generate(mask_pad_tokens):
+    """With pad masking, model.generate gets OpenUnlearning's mask (input_ids != pad) and numbers
+    positions by the visible tokens; the decoder must do the same."""
+    lm = _tiny(mask_pad_tokens, sharp=True)
     prompts = [lm.prompt_ids(p) for p in PROMPTS * 2]
-    decoder = SlotDecoder(lm.model, slots=2, eos_ids=lm.eos_ids, pad_id=lm.tokenizer.pad_token_id)
+    assert all(lm.tokenizer.pad_token_id in ids for ids in prompts)  # the chat template's <|im_end|>
+    decoder = SlotDecoder(lm.model, slots=2, eos_ids=lm.eos_ids, pad_id=lm.tokenizer.pad_token_id,
+                          hidden_id=lm.hidden_id)
     got = decoder.generate(prompts, max_new_tokens=12)  # 6 prompts through 2 slots: every slot is refilled
     for ids, toks in zip(prompts, got):
+        x = torch.tensor([ids])
+        mask = lm.visible(x, torch.ones_like(x))
         with torch.no_grad():
-            ref = lm.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+            ref = lm.model.generate(input_ids=x, attention_mask=mask, max_new_tokens=12, do_sample=False,
                                     eos_token_id=lm.eos_ids, pad_token_id=lm.tokenizer.pad_token_id)[0, len(ids):]
         ref = ref.tolist()
         if lm.tokenizer.eos_token_id in ref:
@@ -97,3 +122,17 @@ def test_score_and_generate_equals_the_two_calls():
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-5)
         assert (a.argmax_match == b.argmax_match).all() and a.label_text == b.label_text
     assert texts == lm.generate(PROMPTS, max_new_tokens=8, batch_size=2)
+
+
+def test_pad_masking_changes_greedy_paths_and_hf_generate_agrees():
+    """The masked and unmasked decoders differ on the sharp tiny model (so the test above can fail),
+    and the public generate (slot decoder) equals model.generate on a left-padded batch."""
+    lm = _tiny(True, sharp=True)
+    prompts = [lm.prompt_ids(p) for p in PROMPTS]
+    pad = lm.tokenizer.pad_token_id
+    masked = SlotDecoder(lm.model, 3, lm.eos_ids, pad, hidden_id=lm.hidden_id).generate(prompts, 10)
+    plain = SlotDecoder(lm.model, 3, lm.eos_ids, pad).generate(prompts, 10)
+    assert masked != plain
+    fast = lm.generate(PROMPTS, max_new_tokens=10, batch_size=3)
+    slow = [lm.decode_generation(t) for t in lm._hf_generate(prompts, 10, False, 1.0, 1.0, 3, None, None)]
+    assert fast == slow

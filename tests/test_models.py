@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.errors import ModelLoadError
+from unlearnkit.errors import ConfigError, ModelLoadError
 from unlearnkit.models import load_model
 from unlearnkit.models.chat_format import ChatFormat
 from unlearnkit.models.hf import HFLanguageModel
@@ -32,7 +32,11 @@ def test_encode_masks_prompt_and_padding(tiny_lm):
         assert (labels[row, :len(context)] == -100).all()
         assert labels[row, len(context):len(context) + len(answer)].tolist() == answer
         assert (labels[row, len(context) + len(answer):] == -100).all()
-        assert mask[row].sum().item() == len(context) + len(answer)
+        # OpenUnlearning's collator: attention_mask = input_ids != pad (here pad = EOS = <|im_end|>)
+        seq = context + answer
+        expected = [int(t != tiny_lm.tokenizer.pad_token_id) for t in seq] + [0] * (ids.shape[1] - len(seq))
+        assert mask[row].tolist() == expected
+        assert 0 < sum(expected) < len(seq)  # the template's end-of-turn tokens are hidden
         # OpenUnlearning's labels: the answer, the template's end of turn and newline, then EOS
         text = tiny_lm.tokenizer("Yes" if row == 0 else "No", add_special_tokens=False)["input_ids"]
         assert answer == text + [eos] + newline + [eos]
@@ -58,8 +62,9 @@ def test_score_matches_manual_log_softmax(tiny_lm):
     [scores] = tiny_lm.score([prompt], [answer])
     p, a = tiny_lm.pair_ids(prompt, answer)
     ids = torch.tensor([p + a])
+    mask = ids.ne(tiny_lm.tokenizer.pad_token_id).long()  # OpenUnlearning's attention mask (the default)
     with torch.no_grad():
-        logp = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0].float(), -1)
+        logp = torch.log_softmax(tiny_lm.model(input_ids=ids, attention_mask=mask).logits[0].float(), -1)
     expected = [logp[len(p) - 1 + t, tok].item() for t, tok in enumerate(a)]
     np.testing.assert_allclose(scores.logprobs, expected, rtol=1e-5, atol=1e-5)
     assert len(scores) == len(a)
@@ -114,6 +119,21 @@ def test_saved_chat_format_is_restored(tmp_path):
     again = load_model(tmp_path / "m")
     assert again.chat_format == ChatFormat(system_prompt="Answer tersely.", labels="answer_eos")
     assert "Answer tersely." in again.prompt_text("Q?")
+
+
+def test_pad_masking_is_saved_and_can_be_switched_off(tmp_path):
+    lm = load_tiny()
+    lm.chat_format = ChatFormat(mask_pad_tokens=False)
+    batch = lm.encode(["Q?"], ["Yes"])
+    assert batch["attention_mask"].all()  # every token of the chat is attended
+    assert lm.hidden_id is None
+    lm.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").chat_format.mask_pad_tokens is False
+    # a chat_format.json written before the field existed keeps OpenUnlearning's default
+    (tmp_path / "m" / "chat_format.json").write_text('{"system_prompt": null, "labels": "openunlearning"}')
+    assert load_model(tmp_path / "m").chat_format.mask_pad_tokens is True
+    with pytest.raises(ConfigError, match="mask_pad_tokens"):
+        ChatFormat(mask_pad_tokens="yes")
 
 
 def test_embedded_model_missing_package_names_install(monkeypatch):

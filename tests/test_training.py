@@ -40,8 +40,13 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_lm, simple_task, tmp_pa
     b = Trainer(GradAscent(), tiny_lm, simple_task.forget, None, small, tmp_path / "b").run()
     wa, wb = _weights(a), _weights(b)
     assert any(not torch.equal(wa[n], v) for n, v in _weights(tiny_lm).items())
+    # AdamW divides by sqrt(v) + 1e-8: where a gradient is itself ~1e-8, float rounding of the two
+    # batchings moves that element's step by a few percent of lr. A wrong accumulation (a missing
+    # 1/grad_accum, a dropped micro-batch) moves most elements by ~lr.
     for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=1e-5)
+        gap = (wa[name] - wb[name]).abs()
+        assert (gap <= 1e-6).float().mean() >= 0.999, name
+        assert gap.max() <= 0.02 * big.lr, name
 
 
 class _Interrupt(Exception):

@@ -23,14 +23,15 @@ ForgetOpt = Annotated[Optional[str], typer.Option("--forget", help="forget split
 EvalLimitOpt = Annotated[Optional[int], typer.Option("--eval-limit", help="evaluate at most N records of each evaluation split")]
 SystemPromptOpt = Annotated[Optional[str], typer.Option("--system-prompt", help="system prompt of every chat (default: the model's own, 'You are a helpful assistant.' as in OpenUnlearning's model configs; '' for none)")]
 LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="which answer tokens are scored and trained: openunlearning (default: OpenUnlearning's chat preprocessing) | answer_eos (the answer and one EOS)")]
+PadMaskOpt = Annotated[Optional[bool], typer.Option("--pad-mask/--no-pad-mask", help="hide tokens equal to the pad id (SmolLM2: every <|im_end|>) from attention, as OpenUnlearning's collator does (default: on, or the model's saved chat format)")]
 
 
-def _load(spec, system_prompt=None, labels=None):
+def _load(spec, system_prompt=None, labels=None, pad_mask=None):
     """load_model with the chat-format overrides of the command line."""
     from unlearnkit.models import load_model
     from unlearnkit.models.loading import set_chat_format
 
-    return set_chat_format(load_model(spec), system_prompt=system_prompt, labels=labels)
+    return set_chat_format(load_model(spec), system_prompt=system_prompt, labels=labels, mask_pad_tokens=pad_mask)
 
 
 def _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora, lora_r, base):
@@ -106,6 +107,7 @@ def finetune(
     force: Annotated[bool, typer.Option(help="retrain even when a cached result matches")] = False,
     system_prompt: SystemPromptOpt = None,
     labels: LabelsOpt = None,
+    pad_mask: PadMaskOpt = None,
 ):
     """Fine-tune a model on a split: make the target (full) or retain (retain split) model."""
 
@@ -119,7 +121,7 @@ def finetune(
         records = load_split(root, name)
         cfg = _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora,
                             lora_r, FINETUNE_DEFAULTS)
-        lm = _load(model, system_prompt, labels)
+        lm = _load(model, system_prompt, labels, pad_mask)
         _, info, cached = do_finetune(lm, records, out, cfg, base_spec=str(model), label=name, force=force)
         console.print(f"{'cached' if cached else 'trained'}: {out / 'model'} ({info['seconds']:.0f} s to train)")
 
@@ -143,6 +145,7 @@ def unlearn(
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint when present")] = True,
     system_prompt: SystemPromptOpt = None,
     labels: LabelsOpt = None,
+    pad_mask: PadMaskOpt = None,
 ):
     """Unlearn the forget split from a model with one method."""
 
@@ -159,7 +162,7 @@ def unlearn(
         task = load_task(_data_dir(data), forget=forget, retain=retain)
         if not resume:
             remove_checkpoint(out)
-        lm = _load(model, system_prompt, labels)
+        lm = _load(model, system_prompt, labels, pad_mask)
         _, record = do_unlearn(lm, task, m, cfg, out, model_spec=model or "smollm2")
         console.print(f"{m.name}: {record['output']} ({record['seconds']:.0f} s, {record['steps']} steps)")
 
@@ -181,6 +184,7 @@ def evaluate(
     compat: Annotated[str, typer.Option(help="metric definitions: openunlearning (default, as OpenUnlearning computes them) | unlearnkit (every label token; ES 0 without a match)")] = "openunlearning",
     system_prompt: SystemPromptOpt = None,
     labels: LabelsOpt = None,
+    pad_mask: PadMaskOpt = None,
     suite: Annotated[str, typer.Option(help="evaluation suite: tofu | wmdp | mmlu | muse | wpu | pku")] = "tofu",
     opt: Annotated[Optional[list[str]], typer.Option("--opt", help="suite option key=value (see `unlearnkit suites`)")] = None,
 ):
@@ -188,7 +192,7 @@ def evaluate(
 
     if suite.lower() != "tofu" or opt:
         return _run(lambda: _eval_suite(suite, out, model, data, opt or [], batch_size, eval_limit, system_prompt,
-                                        labels))
+                                        labels, pad_mask))
 
     def go():
         from unlearnkit.data import load_task
@@ -199,7 +203,7 @@ def evaluate(
         spec = _model_path(model)
         task = load_task(_data_dir(data), forget=forget, eval_limit=eval_limit)
         ref = read_json(reference) if reference else None
-        lm = _load(spec, system_prompt, labels)
+        lm = _load(spec, system_prompt, labels, pad_mask)
         cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, gen_batch_size=gen_batch_size,
                          generate=not no_generate, compat=compat)
         result = evaluate_tofu(lm, task, reference=ref, config=cfg)
@@ -223,7 +227,7 @@ def _coerce(value: str):
     return [v.strip() for v in value.split(",")] if "," in value else value
 
 
-def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=None, labels=None):
+def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=None, labels=None, pad_mask=None):
     from unlearnkit.errors import ConfigError
     from unlearnkit.evaluation.suites.registry import run_suite, suite_options
     from unlearnkit.io import write_json_atomic
@@ -239,7 +243,7 @@ def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=
     if data == "builtin" and suite.lower() != "tofu":
         raise ConfigError(f"suite '{suite}' needs --data PATH (a directory in the Hugging Face export format)")
     data_path = _data_dir(data) if suite.lower() == "tofu" else Path(data)
-    lm = _load(_model_path(model), system_prompt, labels)
+    lm = _load(_model_path(model), system_prompt, labels, pad_mask)
     result = run_suite(suite, lm, data_path, **options)
     write_json_atomic(out, result)
     rows = [{"metric": k, "value": v} for k, v in result.get("summary", {}).items()

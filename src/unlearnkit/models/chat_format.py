@@ -16,6 +16,13 @@ Two labelling styles:
 
 ``system_prompt`` is prepended to every conversation that has none ("You are a helpful
 assistant." as in OpenUnlearning's model configs; ``None`` leaves it to the template).
+
+``mask_pad_tokens`` (default True) hides every token equal to the tokenizer's pad id from
+attention, in training, scoring and generation alike. OpenUnlearning's collator builds its
+attention mask as ``input_ids != pad_token_id``; for a model whose pad token is its EOS
+(SmolLM2: ``<|im_end|>``) that hides each turn's end marker of the chat, not only padding,
+and ``generate`` then numbers positions by the visible tokens only. Its published numbers
+are computed that way, so ours are too; False attends to every token of the chat.
 Tokenizers without a chat template get a plain "User: … / Assistant:" transcript.
 """
 
@@ -37,20 +44,26 @@ FORMAT_FILE = "chat_format.json"  # written beside a saved model, read back by l
 class ChatFormat:
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     labels: str = "openunlearning"
+    mask_pad_tokens: bool = True
 
     def __post_init__(self):
         if self.labels not in LABEL_STYLES:
             raise ConfigError(f"unknown label style '{self.labels}': choose one of {', '.join(LABEL_STYLES)}")
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise ConfigError(f"system_prompt must be a string or null (got {type(self.system_prompt).__name__})")
+        if not isinstance(self.mask_pad_tokens, bool):
+            raise ConfigError(f"mask_pad_tokens must be true or false (got {self.mask_pad_tokens!r})")
 
-    def with_overrides(self, system_prompt: str | None | object = ..., labels: str | None = None) -> ChatFormat:
+    def with_overrides(self, system_prompt: str | None | object = ..., labels: str | None = None,
+                       mask_pad_tokens: bool | None = None) -> ChatFormat:
         """A copy with the given fields replaced (``...`` keeps the system prompt; "" removes it)."""
         changes: dict[str, Any] = {}
         if system_prompt is not ...:
             changes["system_prompt"] = system_prompt or None
         if labels:
             changes["labels"] = labels
+        if mask_pad_tokens is not None:
+            changes["mask_pad_tokens"] = mask_pad_tokens
         return replace(self, **changes) if changes else self
 
     def to_json(self) -> dict[str, Any]:
@@ -58,9 +71,10 @@ class ChatFormat:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = FORMAT_FILE) -> ChatFormat:
-        unknown = sorted(set(data) - {"system_prompt", "labels"})
+        unknown = sorted(set(data) - {"system_prompt", "labels", "mask_pad_tokens"})
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; the keys are system_prompt, labels")
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; "
+                              "the keys are system_prompt, labels, mask_pad_tokens")
         return cls(**data)
 
     def save(self, model_dir: str | Path) -> None:
@@ -78,7 +92,7 @@ class ChatFormat:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc}): fix it or delete it (the defaults then apply)") from exc
         if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a JSON object with system_prompt and labels")
+            raise ConfigError(f"{path} must hold a JSON object with system_prompt, labels and mask_pad_tokens")
         return cls.from_json(data, source=str(path))
 
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from unlearnkit.models.base import LanguageModel, Prompt, as_messages
 from unlearnkit.models.chat_format import ChatFormat, has_template, labelled_ids, transcript
+from unlearnkit.models import vllm_generation
 from unlearnkit.models.onednn import onednn_linears
 from unlearnkit.models.prefix_scoring import PrefixScorer, supports_fast_path, token_stats
 from unlearnkit.models.scores import AnswerScores
@@ -115,6 +116,23 @@ class HFLanguageModel(LanguageModel):
         return self.tokenizer.decode(list(label_ids), skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
     @property
+    def hidden_id(self) -> int | None:
+        """The token id hidden from attention wherever it occurs (``ChatFormat.mask_pad_tokens``), or None."""
+        if not self.chat_format.mask_pad_tokens:
+            return None
+        return self.tokenizer.pad_token_id
+
+    def _hides_tokens(self, prompt_ids) -> bool:
+        """Some prompt holds the hidden token id (its attention then differs from a plain engine's)."""
+        hidden = self.hidden_id
+        return hidden is not None and any(hidden in ids for ids in prompt_ids)
+
+    def visible(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` (1 = real token) with the hidden token id's occurrences set to 0, as OpenUnlearning's collator."""
+        hidden = self.hidden_id
+        return mask if hidden is None else mask * ids.ne(hidden).to(mask.dtype)
+
+    @property
     def eos_ids(self) -> list[int]:
         """Every token that ends a generation: the tokenizer's EOS and the generation config's."""
         ids = {self.tokenizer.eos_token_id}
@@ -142,6 +160,7 @@ class HFLanguageModel(LanguageModel):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             labels[i, : len(lab)] = torch.tensor(lab)
             mask[i, : len(ids)] = 1
+        mask = self.visible(input_ids, mask)
         device = self.device
         return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
@@ -156,7 +175,7 @@ class HFLanguageModel(LanguageModel):
             if supports_fast_path(self.model):
                 # about batch_size answers of ~32 tokens per forward, packed without padding
                 scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
-                                      batch_tokens=max(512, 32 * batch_size))
+                                      batch_tokens=max(512, 32 * batch_size), hidden_id=self.hidden_id)
                 out = scorer.score(pairs, progress=progress)
             else:
                 out = self._score_full(pairs, batch_size, progress)
@@ -178,6 +197,7 @@ class HFLanguageModel(LanguageModel):
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = torch.tensor(r)
                 mask[j, : len(r)] = 1
+            mask = self.visible(ids, mask)
             self._notify_batch(kind="score", indices=idx, prompt_lengths=[len(pairs[i][0]) for i in idx],
                                input_ids=ids, padding="right")
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
@@ -197,14 +217,20 @@ class HFLanguageModel(LanguageModel):
                  top_p=1.0, batch_size=8, seed=None, progress=None) -> list[str]:
         """Greedy (default) or sampled continuations, cut at the first end-of-sequence token.
 
-        Greedy decoding runs on ``slot_decoding.SlotDecoder`` (continuous batching, ``batch_size``
-        slots) where the architecture allows; sampling and other models use ``model.generate``.
+        Greedy decoding runs on vLLM for a model on a GPU where vLLM is installed
+        (``vllm_generation``) unless a prompt holds a hidden token (vLLM attends to every
+        token: ``--no-pad-mask`` lets it run), else on ``slot_decoding.SlotDecoder`` (continuous batching,
+        ``batch_size`` slots) where the architecture allows; sampling and other models use
+        ``model.generate``.
         """
         ids = [self.prompt_ids(p, chat) for p in prompts]
+        if not do_sample and vllm_generation.enabled(self.model) and not self._hides_tokens(ids):
+            new = vllm_generation.generate(self, ids, max_new_tokens, self.eos_ids, progress=progress)
+            return [self.decode_generation(toks) for toks in new]
         with onednn_linears(self.model):
             if not do_sample and supports_fast_path(self.model):
                 decoder = SlotDecoder(self.model, batch_size, self.eos_ids, self.tokenizer.pad_token_id,
-                                      notify=self._notify_batch)
+                                      notify=self._notify_batch, hidden_id=self.hidden_id)
                 new = decoder.generate(ids, max_new_tokens, progress=progress)
             else:
                 new = self._hf_generate(ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed,
@@ -219,8 +245,12 @@ class HFLanguageModel(LanguageModel):
         Answers whose prompt is also generated from are scored in the forward that prefills
         that prompt for decoding, so each such prompt is read once; the values are those of
         the two separate calls up to float rounding. Without the fast path this is just the two calls.
+        A prompt holding a hidden token (``hidden_id``) is read twice: generation numbers its
+        positions by the visible tokens (as ``model.generate`` does), scoring by all of them
+        (as a plain forward does), so the two cannot share its keys and values.
         """
-        if not supports_fast_path(self.model):
+        if not supports_fast_path(self.model) or (vllm_generation.enabled(self.model)
+                                                  and not self._hides_tokens(self.prompt_ids(p) for p in gen_prompts)):
             return (self.score(score_prompts, score_answers, batch_size=batch_size, progress=progress),
                     self.generate(gen_prompts, max_new_tokens=max_new_tokens, batch_size=gen_batch_size,
                                   progress=progress))
@@ -231,18 +261,19 @@ class HFLanguageModel(LanguageModel):
             owner.setdefault(tuple(ids), j)
         attached: list[list[int]] = [[] for _ in gen_ids]
         alone = []
+        hidden = self.hidden_id
         for i, (context, _) in enumerate(pairs):
-            j = owner.get(tuple(context))
+            j = None if hidden is not None and hidden in context else owner.get(tuple(context))
             (attached[j] if j is not None else alone).append(i)
         out: list[AnswerScores | None] = [None] * len(pairs)
         with onednn_linears(self.model):
             if alone:
                 scorer = PrefixScorer(self.model, self.tokenizer.pad_token_id, notify=self._notify_batch,
-                                      batch_tokens=max(512, 32 * batch_size))
+                                      batch_tokens=max(512, 32 * batch_size), hidden_id=hidden)
                 for i, scores in zip(alone, scorer.score([pairs[i] for i in alone], progress=progress)):
                     out[i] = scores
             decoder = SlotDecoder(self.model, gen_batch_size, self.eos_ids, self.tokenizer.pad_token_id,
-                                  notify=self._notify_batch)
+                                  notify=self._notify_batch, hidden_id=hidden)
             new, scored = decoder.generate(gen_ids, max_new_tokens, progress=progress,
                                            labels=[[pairs[i][1] for i in members] for members in attached])
         for members, scores in zip(attached, scored):
@@ -282,6 +313,7 @@ class HFLanguageModel(LanguageModel):
             for j, i in enumerate(idx):  # left padding
                 batch[j, width - len(ids[i]):] = torch.tensor(ids[i])
                 mask[j, width - len(ids[i]):] = 1
+            mask = self.visible(batch, mask)  # model.generate numbers positions by the visible tokens
             self._notify_batch(kind="generate", indices=idx, prompt_lengths=[len(ids[i]) for i in idx],
                                input_ids=batch, padding="left")
             gen = self.model.generate(input_ids=batch.to(self.device), attention_mask=mask.to(self.device), **kwargs)

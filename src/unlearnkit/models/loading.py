@@ -65,8 +65,9 @@ def load_model(spec: str | Path | None = None, *, device: str | None = None) -> 
     )
 
 
-def set_chat_format(model: LanguageModel, system_prompt: str | None = None, labels: str | None = None) -> LanguageModel:
-    """Override the system prompt (``None`` keeps it, ``""`` removes it) and/or label style of ``model``.
+def set_chat_format(model: LanguageModel, system_prompt: str | None = None, labels: str | None = None,
+                    mask_pad_tokens: bool | None = None) -> LanguageModel:
+    """Override the system prompt (``None`` keeps it, ``""`` removes it), label style and/or pad masking of ``model``.
 
     Applies to the weight-backed model itself, or to the one a guard wraps; an endpoint
     (no local tokenizer) keeps its own prompt handling and only takes ``system_prompt``.
@@ -76,7 +77,7 @@ def set_chat_format(model: LanguageModel, system_prompt: str | None = None, labe
         fmt = getattr(inner, "chat_format", None)
         if fmt is not None:
             inner.chat_format = fmt.with_overrides(system_prompt=... if system_prompt is None else system_prompt,
-                                                   labels=labels)
+                                                   labels=labels, mask_pad_tokens=mask_pad_tokens)
             return model
         if system_prompt is not None and hasattr(inner, "system_prompt") and not hasattr(inner, "base"):
             inner.system_prompt = system_prompt or None

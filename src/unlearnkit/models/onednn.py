@@ -11,12 +11,14 @@ relative).
 are off; with gradients on (training) the module's own forward runs. Packed weights are
 cached per parameter and rebuilt when the parameter changes (its version counter moves),
 so a model being trained between evaluations is never served stale weights. They cost one
-extra copy of the linear weights in memory while cached.
+extra copy of the linear weights in memory while cached (540 MB for SmolLM2);
+``UNLEARNKIT_ONEDNN=0`` switches the whole path off (MKL's speed, less memory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 
@@ -28,6 +30,9 @@ _packed: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDi
 
 
 def available() -> bool:
+    """oneDNN's packed linear exists in this torch build, and ``UNLEARNKIT_ONEDNN`` is not ``0``."""
+    if os.environ.get("UNLEARNKIT_ONEDNN", "1").lower() in {"0", "off", "false", "no"}:
+        return False
     return bool(torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
                 and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 

@@ -9,6 +9,11 @@ where a label is predicted. Each answer therefore sees exactly the tokens and po
 a forward over ``prompt + answer`` alone: the values equal the plain forward's up to float
 rounding, at about half its cost on TOFU.
 
+``hidden_id`` (``ChatFormat.mask_pad_tokens``) hides that token from every query wherever it
+occurs, as an attention mask of ``input_ids != pad_token_id`` does in a plain forward; positions
+still count it, as the plain forward's do. For a generation prefill (``visible_positions``) the
+prompt's positions count the visible tokens only, as ``model.generate`` numbers them.
+
 Works for decoder-only transformers whose logits are ``lm_head(decoder(x))``
 (``supports_fast_path``); other models are scored by the plain forward in ``hf.py``.
 """
@@ -26,7 +31,7 @@ from unlearnkit.models.scores import AnswerScores
 
 # Architectures whose causal-LM head is a plain projection of the decoder's last hidden state.
 FAST_PATH_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "smollm3"}
-LM_HEAD_ROWS = 512  # positions per LM-head slice: [512, vocab] floats at a time
+LM_HEAD_ROWS = 128  # positions per LM-head slice: [128, vocab] floats at a time (two such arrays live)
 
 
 def supports_fast_path(model) -> bool:
@@ -62,7 +67,7 @@ def token_stats(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     log_z = z.log()
     e.mul_(d)
     a = e.sum(-1) / z  # E_p[d]
-    b = torch.linalg.vecdot(e, d) / z  # E_p[d²]
+    b = torch.bmm(e.unsqueeze(1), d.unsqueeze(2)).view(-1) / z  # E_p[d²], without a product array
     return picked - log_z, a - log_z, (b - a * a).clamp_min(0).sqrt(), arg == target
 
 
@@ -123,8 +128,9 @@ class PrefixScorer:
     """
 
     def __init__(self, model, pad_id: int, notify: Callable[..., None] | None = None, row_tokens: int = 512,
-                 batch_tokens: int = 1024):
+                 batch_tokens: int = 1024, hidden_id: int | None = None):
         self.model = model
+        self.hidden_id = hidden_id
         self.decoder = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.cache_arg = cache_kwarg(self.decoder)
@@ -188,14 +194,15 @@ class PrefixScorer:
         rows.sort(key=lambda r: (-r.length, r.pieces[0].members[0]))
         return rows
 
-    def _forward(self, batch: list[_Row], pairs, out, record: bool = False):
+    def _forward(self, batch: list[_Row], pairs, out, record: bool = False, visible_positions: bool = False):
         """One packed forward over ``batch``; fills ``out`` for its pairs.
 
         Returns the last hidden states [rows, width, hidden] and, with ``record``, each layer's
         (keys, values) [rows, kv_heads, width, head_dim] (what a decoder needs to continue after
-        a prompt without reading it again).
+        a prompt without reading it again). ``visible_positions``: the prompts' positions count
+        their visible tokens only (a generation prefill; see the module's doc).
         """
-        layout = self._layout(batch, pairs)
+        layout = self._layout(batch, pairs, visible_positions)
         dev, dtype = self.device, next(self.model.parameters()).dtype
         self.notify(kind="score", segments=layout.segments, input_ids=layout.ids)
         recorder = KVRecorder() if record else None
@@ -215,19 +222,28 @@ class PrefixScorer:
             start += count
         return hidden, (recorder.layers if recorder is not None else None)
 
-    def _layout(self, batch: list[_Row], pairs) -> _Layout:
+    def _layout(self, batch: list[_Row], pairs, visible_positions: bool = False) -> _Layout:
         width = max(max(r.length for r in batch), 1)
         n = len(batch)
         lay = _Layout(ids=torch.full((n, width), self.pad_id, dtype=torch.long),
                       pos=torch.zeros((n, width), dtype=torch.long))
+        real = torch.zeros((n, width), dtype=torch.bool)  # tokens of a prompt or answer, not row filler
         ctx_start = torch.arange(width).repeat(n, 1)  # pads attend to themselves only
         ctx_end = torch.arange(width).repeat(n, 1) + 1
         own_start = torch.arange(width).repeat(n, 1)
         for r, row in enumerate(batch):
             for piece in row.pieces:
                 c, s = len(piece.context), piece.start
-                lay.ids[r, s : s + c] = torch.tensor(piece.context)
-                lay.pos[r, s : s + c] = torch.arange(c)
+                context = torch.tensor(piece.context)
+                lay.ids[r, s : s + c] = context
+                real[r, s : s + c] = True
+                after = c  # the first answer token's position
+                if visible_positions and self.hidden_id is not None:
+                    seen = context.ne(self.hidden_id).long().cumsum(0)
+                    lay.pos[r, s : s + c] = (seen - 1).clamp_min(0)
+                    after = int(seen[-1])
+                else:
+                    lay.pos[r, s : s + c] = torch.arange(c)
                 ctx_start[r, s : s + c], ctx_end[r, s : s + c], own_start[r, s : s + c] = s, s + c, s
                 lay.segments.append((r, piece.key, s, c))
                 at = s + c
@@ -237,7 +253,8 @@ class PrefixScorer:
                     k = len(read)
                     if k:
                         lay.ids[r, at : at + k] = torch.tensor(read)
-                        lay.pos[r, at : at + k] = c + torch.arange(k)
+                        real[r, at : at + k] = True
+                        lay.pos[r, at : at + k] = after + torch.arange(k)
                         ctx_start[r, at : at + k], ctx_end[r, at : at + k], own_start[r, at : at + k] = s, s + c, at
                     if labels:
                         lay.heads.append((r, s + c - 1))
@@ -249,6 +266,8 @@ class PrefixScorer:
         query = torch.arange(width)[None, :, None]
         lay.allowed = (((keys >= ctx_start[:, :, None]) & (keys < ctx_end[:, :, None])) |
                        (keys >= own_start[:, :, None])) & (keys <= query)
+        if self.hidden_id is not None:
+            lay.allowed &= ~(real & lay.ids.eq(self.hidden_id))[:, None, :]
         return lay
 
     def _head_stats(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -12,6 +12,12 @@ A prompt's prefill is the packed forward of ``prefix_scoring`` (the prompt, then
 to score after it): an evaluation that both scores answers and generates after the same
 prompt reads that prompt once.
 
+With ``hidden_id`` (``ChatFormat.mask_pad_tokens``) a prompt's occurrences of that token stay
+hidden from every later query, and positions count the visible tokens only, as
+``model.generate`` does with an attention mask of ``input_ids != pad_token_id``. Answers
+scored in the prefill then get those positions too, which a plain forward does not give them:
+``HFLanguageModel.score_and_generate`` scores such prompts' answers apart.
+
 Used by ``HFLanguageModel.generate`` for greedy decoding on the architectures of
 ``prefix_scoring.supports_fast_path``; sampling and other models use ``model.generate``.
 """
@@ -40,6 +46,8 @@ class SlotCache:
         shape = (slots, heads, capacity, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.hidden = torch.zeros((slots, capacity), dtype=torch.bool, device=device)  # keys no query sees
+        self.shift = torch.zeros(slots, dtype=torch.long, device=device)  # hidden prompt tokens: column - position
         self.live = 0  # rows 0 .. live-1 decode this step
         self.cols: torch.Tensor | None = None  # each live row's write column (= its length so far)
         self.width = 0  # columns attention reads this step
@@ -57,6 +65,8 @@ class SlotCache:
         self.values[layer][slot, :, :n] = values
 
     def move(self, src: int, dst: int, length: int) -> None:
+        self.hidden[dst] = self.hidden[src]
+        self.shift[dst] = self.shift[src]
         for keys, values in zip(self.keys, self.values):
             keys[dst, :, :length] = keys[src, :, :length]
             values[dst, :, :length] = values[src, :, :length]
@@ -70,7 +80,7 @@ class SlotDecoder:
     (or nothing else is running), so prefills run in batches rather than one prompt at a time."""
 
     def __init__(self, model, slots: int, eos_ids: Sequence[int], pad_id: int,
-                 notify: Callable[..., None] | None = None, refill: int | None = None):
+                 notify: Callable[..., None] | None = None, refill: int | None = None, hidden_id: int | None = None):
         self.model = model
         self.lm_head = model.get_output_embeddings()
         self.model_cache_arg = cache_kwarg(model)
@@ -79,7 +89,8 @@ class SlotDecoder:
         self.eos = torch.tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long)
         self.eos_set = set(self.eos.tolist())
         self.pad_id = pad_id
-        self.scorer = PrefixScorer(model, pad_id, notify=notify)
+        self.hidden_id = hidden_id
+        self.scorer = PrefixScorer(model, pad_id, notify=notify, hidden_id=hidden_id)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, progress: str | None = None,
@@ -171,10 +182,11 @@ class SlotDecoder:
             cols = length[:live].to(dev)
             cache.live, cache.cols = live, cols
             cache.width = int(length[:live].max()) + 1
-            allowed = torch.arange(cache.width, device=dev)[None, :] <= cols[:, None]
+            allowed = (torch.arange(cache.width, device=dev)[None, :] <= cols[:, None]) \
+                & ~cache.hidden[:live, : cache.width]
             logits = self.model(input_ids=last[:live][:, None],
                                 attention_mask=additive_mask(allowed[:, None, None], dtype),
-                                position_ids=cols[:, None], use_cache=True,
+                                position_ids=(cols - cache.shift[:live])[:, None], use_cache=True,
                                 **{self.model_cache_arg: cache}).logits[:, -1]
             tokens = logits.argmax(-1)
             last[:live] = tokens
@@ -200,11 +212,18 @@ class SlotDecoder:
                     <= self.scorer.batch_tokens:
                 stop += 1
             batch = rows[start:stop]
-            hidden, kv = self.scorer._forward(batch, pairs, scored, record=True)
+            hidden, kv = self.scorer._forward(batch, pairs, scored, record=True, visible_positions=True)
             ends = torch.tensor([len(prompts[i]) - 1 for i in take[start:stop]], device=hidden.device)
             first.extend(self.lm_head(hidden[torch.arange(len(batch), device=hidden.device), ends]).argmax(-1).tolist())
             for r, i in enumerate(take[start:stop]):
                 c = len(prompts[i])
+                slot = slots[start + r]
+                cache.hidden[slot] = False
+                cache.shift[slot] = 0
+                if self.hidden_id is not None:
+                    hide = torch.tensor(prompts[i], device=dev).eq(self.hidden_id)
+                    cache.hidden[slot, :c] = hide
+                    cache.shift[slot] = int(hide.sum())
                 for layer, (keys, values) in kv.items():
                     cache.write_prefix(slots[start + r], layer, keys[r, :, :c], values[r, :, :c])
             start = stop
