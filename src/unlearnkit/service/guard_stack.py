@@ -2,9 +2,10 @@
 
 Layers, in the order a request meets them:
 
-1. prompt filter (optional, on by default): a prompt that names a registered
-   target (name or alias, whole words, case- and Unicode-insensitive) is refused
-   without calling the model;
+1. prompt filter (optional, on by default): a conversation that names a registered
+   target (name or alias, compared by skeleton: case, look-alike letters, accents,
+   invisible characters and separators do not hide it; ``data/target_matching.py``)
+   is refused without calling the model;
 2. the guard: ``eco`` | ``alu`` | ``prompt`` (the prompting baseline) around the
    upstream, or ``none`` (the upstream as is: an edited model, or a bare one);
 3. output filter (always on unless disabled): an answer that contains a target's
@@ -17,99 +18,15 @@ Layers, in the order a request meets them:
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from unlearnkit.data.target_matching import TargetMatcher
 from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
 from unlearnkit.models.base import LanguageModel
 
-# Characters that render as nothing: removed before matching so "Jo\u200bhn" matches "John".
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
-_SPACE = re.compile(r"\s+")
-
 GUARD_METHODS = {"prompting": "prompting", "eco": "eco", "alu": "alu"}
-
-
-def normalize(text: str) -> str:
-    """NFKC, invisible characters removed, casefolded, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    return _SPACE.sub(" ", text).strip()
-
-
-def compact(text: str) -> str:
-    """Only the letters and digits of ``normalize(text)``: "J.-O h_n" -> "john"."""
-    return "".join(ch for ch in normalize(text) if ch.isalnum())
-
-
-class TargetMatcher:
-    """Finds which targets a text names, and whether it leaks any of them.
-
-    ``mentions`` (used on prompts) matches whole-word names and aliases.
-    ``leaks`` (used on answers) also matches names with their letters separated
-    ("J-o-h-n D-o-e"), reversed, or run together, and verbatim facts; it is
-    stricter on purpose: a false refusal costs less than a leak.
-    """
-
-    def __init__(self, targets: Iterable[Target], *, min_compact: int = 6, min_fact: int = 24):
-        self.targets = tuple(targets)
-        by_name: dict[str, set[str]] = {}
-        for t in self.targets:
-            for n in t.names:
-                key = normalize(n)
-                if key:
-                    by_name.setdefault(key, set()).add(t.name)
-        self._by_name = by_name
-        if by_name:
-            alternatives = sorted(by_name, key=len, reverse=True)
-            body = "|".join(r"\s+".join(map(re.escape, k.split(" "))) for k in alternatives)
-            self._regex: re.Pattern | None = re.compile(rf"(?<!\w)(?:{body})(?!\w)")
-        else:
-            self._regex = None
-        self._compact: list[tuple[str, str]] = []
-        for key, owners in by_name.items():
-            c = compact(key)
-            if len(c) >= min_compact:
-                for owner in owners:
-                    self._compact.append((c, owner))
-        self._facts: list[tuple[str, str]] = []
-        for t in self.targets:
-            for f in t.facts:
-                nf = normalize(f).rstrip(" .!?")
-                if len(nf) >= min_fact:
-                    self._facts.append((nf, t.name))
-
-    def __bool__(self) -> bool:
-        return bool(self.targets)
-
-    def mentions(self, text: str) -> list[str]:
-        """Names of the targets whose name or alias appears as whole words in ``text``."""
-        if self._regex is None or not text:
-            return []
-        found: set[str] = set()
-        for m in self._regex.finditer(normalize(text)):
-            found |= self._by_name.get(_SPACE.sub(" ", m.group(0)), set())
-        return sorted(found)
-
-    def leaks(self, text: str) -> list[str]:
-        """Names of the targets an answer reveals (names, obfuscated names, facts)."""
-        if not self.targets or not text:
-            return []
-        found = set(self.mentions(text))
-        flat = compact(text)
-        if flat:
-            rev = flat[::-1]
-            for c, owner in self._compact:
-                if c in flat or c in rev:
-                    found.add(owner)
-        if self._facts:
-            norm = normalize(text)
-            for f, owner in self._facts:
-                if f in norm:
-                    found.add(owner)
-        return sorted(found)
 
 
 def resolve_guard_class(kind: str):
