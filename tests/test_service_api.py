@@ -337,3 +337,10 @@ def test_prompt_filter_sees_through_look_alike_spellings_and_turns(server, admin
     r = c.chat.completions.create(model="tiny", messages=turns, max_tokens=4)
     assert r.choices[0].message.content == DEFAULT_REFUSAL
     admin.delete("/admin/targets/Talitha Marchvale")
+
+
+def test_target_names_that_match_nothing_get_a_400(server, admin):
+    for body in ({"name": "."}, {"name": "\u200b\u200c"}, {"name": "Real Person", "aliases": ["\u2060"]}):
+        r = admin.post("/admin/targets", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert "no letter or digit" in r.json()["error"]["message"]

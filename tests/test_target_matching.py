@@ -73,3 +73,13 @@ def test_unrelated_builtin_questions_are_not_refused():
     refused = [q for q in questions if m.mentions(q)]
     assert len(refused) <= 0.01 * len(questions), refused
     assert all(m.mentions(r.question) for r in task.forget if r.subject and r.subject in r.question)
+
+
+@pytest.mark.parametrize("name", [".", "\u200b\u200b", " - ", "\ufe0f"])
+def test_names_that_match_nothing_are_rejected(name):
+    from unlearnkit.errors import DataError
+
+    with pytest.raises(DataError, match="no letter or digit"):
+        Target(name)
+    with pytest.raises(DataError, match="no letter or digit"):
+        Target("Real Name", aliases=(name,))

@@ -26,6 +26,12 @@ class Target:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise DataError("a target needs a non-empty 'name'")
+        from unlearnkit.data.target_matching import compact
+
+        for name in self.names:
+            if not isinstance(name, str) or not compact(name):
+                raise DataError(f"target name or alias {name!r} has no letter or digit once invisible characters "
+                                "and punctuation are removed, so no text could be matched against it: give a real name")
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -142,6 +142,15 @@ class CompletionRequest(_SamplingRequest):
         return prompts
 
 
+def _matchable(name: str) -> None:
+    """A name the target matcher can find: some letter or digit once invisibles and punctuation go."""
+    from unlearnkit.data.target_matching import compact
+
+    if not compact(name):
+        raise ValueError(f"{name!r} has no letter or digit once invisible characters and punctuation are removed, "
+                         "so it could never be matched (or would match everything): give a real name")
+
+
 class TargetIn(BaseModel):
     """A target as posted to /admin/targets."""
 
@@ -157,6 +166,7 @@ class TargetIn(BaseModel):
         value = " ".join(value.split())
         if not value:
             raise ValueError("a target name must not be blank")
+        _matchable(value)
         return value
 
     @field_validator("aliases")
@@ -167,6 +177,8 @@ class TargetIn(BaseModel):
             v = " ".join(str(v).split())
             if len(v) > 300:
                 raise ValueError("an alias is at most 300 characters")
+            if v:
+                _matchable(v)
             if v and v not in out:
                 out.append(v)
         return out
