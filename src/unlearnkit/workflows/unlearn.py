@@ -25,6 +25,37 @@ def check_out_dir(out_dir: Path, model_spec: str | None) -> None:
                               "(the input model is never modified)")
 
 
+# What a run leaves in its output directory before run.json exists (an interrupted run resumes from it).
+RUN_ENTRIES = {"checkpoint", "train_log.jsonl", "model", "guard.json", RUN_FILE, "grin_mask.json"}
+
+
+def check_not_foreign(out_dir: Path, method_name: str) -> None:
+    """Never replace what is not an earlier run of this method: an output directory holding other
+    files, or another method's run, is refused (its ``model/`` would be replaced wholesale)."""
+    if not out_dir.is_dir():
+        return
+    entries = {p.name for p in out_dir.iterdir() if not p.name.startswith(".")}
+    if not entries:
+        return
+    run_file = out_dir / RUN_FILE
+    if run_file.is_file():
+        import json
+
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8")).get("method")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if previous == method_name:
+            return
+        raise ConfigError(f"--out {out_dir} holds a run of '{previous or 'an unknown method'}', not of '{method_name}': "
+                          "choose another directory, or delete that one to replace it")
+    foreign = sorted(entries - RUN_ENTRIES)
+    if foreign or "model" in entries:
+        shown = ", ".join((foreign or ["model"])[:5])
+        raise ConfigError(f"--out {out_dir} is not empty ({shown}) and is not an unlearnkit run: choose a new or empty "
+                          "directory (nothing there is replaced or deleted)")
+
+
 def unlearn(model, task, method, train: TrainConfig, out_dir: str | Path, model_spec: str | None = None):
     """Apply ``method`` to ``model`` and save the result under ``out_dir``.
 
@@ -34,6 +65,7 @@ def unlearn(model, task, method, train: TrainConfig, out_dir: str | Path, model_
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, model_spec)
+    check_not_foreign(out_dir, method.name)
     train.validate()
     t0 = time.perf_counter()
     result = method.apply(model, task, out_dir, train)
