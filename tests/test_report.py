@@ -122,8 +122,13 @@ def test_report_with_partial_results_and_bad_input(tmp_path, fixture_results):
     assert "Forget quality vs model utility" not in (tmp_path / "scale.html").read_text()
     with pytest.raises(ValueError, match="not a result"):
         write_report([{"foo": 1}], tmp_path / "bad.html")
-    with pytest.raises(FileNotFoundError):
+    from unlearnkit.errors import DataError
+
+    with pytest.raises(DataError, match="no result file"):
         write_report([tmp_path / "nope.json"], tmp_path / "bad.html")
+    (tmp_path / "notjson.json").write_text("{oops")
+    with pytest.raises(DataError, match="not a JSON result"):
+        write_report([tmp_path / "notjson.json"], tmp_path / "bad.html")
 
 
 def test_demo_results_json_is_understood(tmp_path):

@@ -344,3 +344,10 @@ def test_target_names_that_match_nothing_get_a_400(server, admin):
         r = admin.post("/admin/targets", json=body)
         assert r.status_code == 400, (body, r.text)
         assert "no letter or digit" in r.json()["error"]["message"]
+
+
+def test_audit_with_an_out_of_range_event_id_is_a_400(server, admin):
+    r = admin.get("/admin/audit", params={"after": "99999999999999999999"})
+    assert r.status_code == 400 and "'after' must be an event id" in r.json()["error"]["message"]
+    assert admin.get("/admin/audit", params={"after": -1}).status_code == 400
+    assert admin.get("/admin/audit", params={"after": 0}).status_code == 200

@@ -197,12 +197,12 @@ def evaluate(
     def go():
         from unlearnkit.data import load_task
         from unlearnkit.evaluation.tofu import EvalConfig, evaluate_tofu
-        from unlearnkit.io import read_json, write_json_atomic
+        from unlearnkit.io import read_result, write_json_atomic
         from unlearnkit.reports.summary import print_summary
 
         spec = _model_path(model)
         task = load_task(_data_dir(data), forget=forget, eval_limit=eval_limit)
-        ref = read_json(reference) if reference else None
+        ref = read_result(reference, "reference") if reference else None  # before the evaluation, not after
         lm = _load(spec, system_prompt, labels, pad_mask)
         cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, gen_batch_size=gen_batch_size,
                          generate=not no_generate, compat=compat)

@@ -9,6 +9,22 @@ from pathlib import Path
 from typing import Any
 
 
+def umask() -> int:
+    """The process's umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: str | Path) -> None:
+    """Give ``path`` (and, for a directory, everything below it) the modes a plain ``open``/``mkdir``
+    would: ``mkstemp``/``mkdtemp`` create owner-only files, so a service account could not read them."""
+    path = Path(path)
+    mask = umask()
+    for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -16,6 +32,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        respect_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -29,6 +46,24 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_result(path: str | Path, what: str = "result") -> dict[str, Any]:
+    """An unlearnkit evaluation result (JSON with ``summary`` and ``per_example``), or a clear error."""
+    from unlearnkit.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no {what} file at {path}: give the JSON that 'unlearnkit eval --out' wrote")
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a JSON {what} ({exc}): give the JSON that 'unlearnkit eval --out' wrote") from exc
+    if not isinstance(data, dict) or not {"summary", "per_example"} <= set(data):
+        keys = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
+        raise DataError(f"{path} is not an unlearnkit evaluation {what} (it has {keys}; a result has 'summary' and "
+                        "'per_example'): give the JSON that 'unlearnkit eval --out' wrote")
+    return data
 
 
 def _default(obj: Any) -> Any:

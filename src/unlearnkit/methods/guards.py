@@ -7,6 +7,7 @@ so evaluation, attacks and the service accept a guard wherever they accept a mod
 
 from __future__ import annotations
 
+import contextvars
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,14 +81,37 @@ class GuardMethod(UnlearningMethod):
         return cls.guard_class(base, payload.get("targets", []), cls.Options(**payload.get("options", {})))
 
 
+MAX_GUARD_DEPTH = 8  # guards around guards, at most (a cycle of base_model links stops here)
+_GUARD_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("guard_depth", default=0)
+
+
 def load_guard(path: Path, device: str | None = None) -> Guard:
     from unlearnkit.methods.registry import get_method_class
     from unlearnkit.models.loading import load_model
 
+    file = path / GUARD_FILE
     try:
-        payload = json.loads((path / GUARD_FILE).read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path / GUARD_FILE} is not valid JSON ({exc}); recreate it with 'unlearnkit unlearn'") from exc
+        payload = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{file} is not valid JSON ({exc}); recreate it with 'unlearnkit unlearn'") from exc
+    if not isinstance(payload, dict):
+        raise ModelLoadError(f"{file} must hold a JSON object; recreate it with 'unlearnkit unlearn'")
+    for key in ("method", "base_model"):
+        if not isinstance(payload.get(key), str) or not payload[key]:
+            raise ModelLoadError(f"{file} has no '{key}': recreate it with 'unlearnkit unlearn' "
+                                 "(a guard names its method and the model it wraps)")
+    base_spec = payload["base_model"]
+    if Path(base_spec).expanduser().exists() and Path(base_spec).expanduser().resolve() == path.resolve():
+        raise ModelLoadError(f"{file} names its own directory as base_model: point base_model at the model the guard "
+                             "wraps (a Hugging Face directory, a .gguf file or 'smollm2')")
+    depth = _GUARD_DEPTH.get()
+    if depth >= MAX_GUARD_DEPTH:
+        raise ModelLoadError(f"{file}: guards wrap guards more than {MAX_GUARD_DEPTH} deep (a base_model cycle?): "
+                             "point base_model at a model, not at a guard that leads back here")
     cls = get_method_class(payload["method"])
-    base = load_model(payload["base_model"], device=device)
+    token = _GUARD_DEPTH.set(depth + 1)
+    try:
+        base = load_model(base_spec, device=device)
+    finally:
+        _GUARD_DEPTH.reset(token)
     return cls.rebuild(base, payload, path)

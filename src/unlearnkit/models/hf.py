@@ -378,6 +378,9 @@ def save_model_dir(model, tokenizer, path: str | Path, chat_format: ChatFormat |
             tokenizer.save_pretrained(tmp)
         if chat_format is not None:
             chat_format.save(tmp)
+        from unlearnkit.io import respect_umask
+
+        respect_umask(tmp)  # mkdtemp made it owner-only
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unlearnkit.errors import DataError
 from unlearnkit.io import read_json, write_text_atomic
 
 PREFERRED = ("forget_quality", "model_utility", "forget_keyword_accuracy", "forget_rouge", "forget_prob",
@@ -77,9 +78,13 @@ def _load(item: Any) -> tuple[Any, str]:
         if path.is_dir():
             path = path / "results.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no result file at {path}: give a result JSON (evaluation, attacks, scale or "
-                                    "bundle) or a directory holding results.json")
-        return read_json(path), str(path)
+            raise DataError(f"no result file at {path}: give a result JSON (evaluation, attacks, scale or "
+                            "bundle) or a directory holding results.json")
+        try:
+            return read_json(path), str(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{path} is not a JSON result ({exc}): give a result JSON (evaluation, attacks, scale "
+                            "or bundle)") from exc
     return item, "(dict)"
 
 
@@ -107,7 +112,7 @@ def _add(data: ReportData, d: Any, source: str) -> None:
             _add(data, x, source)
         return
     if not isinstance(d, Mapping):
-        raise ValueError(f"{source}: a result must be a JSON object, got {type(d).__name__}")
+        raise DataError(f"{source}: a result must be a JSON object, got {type(d).__name__}")
     kind = d.get("kind")
     if kind == "bundle":
         for x in d.get("results", []):
@@ -127,7 +132,7 @@ def _add(data: ReportData, d: Any, source: str) -> None:
         for name, summary in d["results"].items():
             data.methods.setdefault(name, {}).update(summary)
     else:
-        raise ValueError(f"{source}: not a result unlearnkit reports on (expected an evaluation, attacks, scale "
+        raise DataError(f"{source}: not a result unlearnkit reports on (expected an evaluation, attacks, scale "
                          f"or bundle result; keys {sorted(d)[:8]})")
     data.sources.append(source)
 

@@ -69,6 +69,8 @@ from unlearnkit.service.schemas import (
 )
 from unlearnkit.service.settings import ADMIN_TOKEN_ENV, ServeSettings
 
+SQLITE_MAX_INT = 2**63 - 1  # the largest event id the registry can hold
+
 log = logging.getLogger("unlearnkit.service")
 
 _ACTOR = re.compile(r"[^A-Za-z0-9_.@:+-]")
@@ -244,6 +246,9 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     @app.get("/admin/audit")
     async def audit(request: Request, after: int = 0, limit: int = 100, action: str | None = None):
         check_admin(request)
+        if not 0 <= after <= SQLITE_MAX_INT:
+            raise APIError(400, f"'after' must be an event id between 0 and {SQLITE_MAX_INT} (got {after})",
+                           param="after", code="invalid_value")
         rows = await run_in_threadpool(lambda: registry.audit(after=after, limit=limit, action=action))
         return {"object": "list", "data": rows}
 

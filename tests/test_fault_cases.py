@@ -1,0 +1,80 @@
+"""Cases of the reliability probe: each ends in one clear line naming the file and the fix."""
+
+import json
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from unlearnkit.cli import app
+from unlearnkit.errors import ModelLoadError
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "no reference file"),
+    ("{not json", "is not a JSON reference"),
+    ('{"foo": 1}', "is not an unlearnkit evaluation reference"),
+])
+def test_eval_reference_is_checked_before_the_evaluation(tmp_path, tiny_data_dir, content, says):
+    ref = tmp_path / "ref.json"
+    if content is not None:
+        ref.write_text(content)
+    result = runner.invoke(app, ["eval", "--model", "tiny", "--data", str(tiny_data_dir), "--reference", str(ref),
+                                 "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_report_on_bad_files_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.json").write_text('{"foo": 1}')
+    for target, says in ((tmp_path / "nope.json", "no result file"), (tmp_path / "bad.json", "not a result")):
+        result = runner.invoke(app, ["report", str(target), "--out", str(tmp_path / "r.html")])
+        assert result.exit_code == 2 and says in result.output, result.output
+
+
+@pytest.mark.parametrize("payload, says", [
+    ({"base_model": "tiny"}, "has no 'method'"),
+    ({"method": "prompting"}, "has no 'base_model'"),
+    ([1, 2], "must hold a JSON object"),
+    ("SELF", "names its own directory"),
+])
+def test_broken_guard_files_are_clear_errors(tmp_path, payload, says):
+    from unlearnkit.models import load_model
+
+    guard = tmp_path / "g"
+    guard.mkdir()
+    if payload == "SELF":
+        payload = {"method": "prompting", "base_model": str(guard)}
+    (guard / "guard.json").write_text(json.dumps(payload))
+    with pytest.raises(ModelLoadError, match=says):
+        load_model(guard)
+
+
+def test_a_cycle_of_guards_is_a_clear_error(tmp_path):
+    from unlearnkit.models import load_model
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for here, there in ((a, b), (b, a)):
+        here.mkdir()
+        (here / "guard.json").write_text(json.dumps({"method": "prompting", "base_model": str(there)}))
+    with pytest.raises(ModelLoadError, match="more than 8 deep"):
+        load_model(a)
+
+
+def test_outputs_follow_the_umask(tmp_path, tiny_lm):
+    from unlearnkit.io import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "run.json", {"a": 1})
+        tiny_lm.save(tmp_path / "model")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "run.json") == 0o644
+    assert mode(tmp_path / "model") == 0o755
+    assert all(mode(p) == 0o644 for p in (tmp_path / "model").iterdir())
