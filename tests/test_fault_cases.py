@@ -78,3 +78,14 @@ def test_outputs_follow_the_umask(tmp_path, tiny_lm):
     assert mode(tmp_path / "run.json") == 0o644
     assert mode(tmp_path / "model") == 0o755
     assert all(mode(p) == 0o644 for p in (tmp_path / "model").iterdir())
+
+
+@pytest.mark.parametrize("instruction, says", [("Never mention {secret}.", "unknown placeholder"),
+                                               ("Never {targets", "not a valid template")])
+def test_prompting_instruction_is_checked_when_the_method_is_built(instruction, says):
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.methods.registry import build_method
+
+    with pytest.raises(ConfigError, match=says):
+        build_method("prompting", {"instruction": instruction})
+    assert build_method("prompting", {"instruction": "Keep {targets} secret; {{braces}} are fine."})

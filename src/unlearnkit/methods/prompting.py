@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import option
 from unlearnkit.methods.guards import Guard, GuardMethod
 from unlearnkit.models.base import as_messages
@@ -50,3 +51,17 @@ class Prompting(GuardMethod):
     summary = "System prompt instructing the model not to reveal the targets (no weight change)."
     Options = PromptingOptions
     guard_class = PromptingGuard
+
+    def validate(self) -> None:
+        """The instruction must format with ``{targets}`` alone (an unknown placeholder failed every request)."""
+        import string
+
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.options.instruction) if f is not None]
+        except ValueError as exc:
+            raise ConfigError(f"prompting option instruction is not a valid template ({exc}): write braces as "
+                              "{{ and }}, and use {targets} for the target list") from None
+        unknown = sorted({f for f in fields if f != "targets"})
+        if unknown:
+            raise ConfigError(f"prompting option instruction has unknown placeholder(s) {', '.join(unknown)}: "
+                              "only {targets} is replaced (write other braces as {{ and }})")
