@@ -78,6 +78,33 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_lm, simple_task, tmp_p
         torch.testing.assert_close(value, _weights(resumed)[name], atol=1e-6, rtol=1e-5)
 
 
+def test_resumed_run_logs_each_step_once(tiny_lm, simple_task, tmp_path):
+    """Steps after the last checkpoint run again on resume: their first log rows are dropped."""
+    cfg = TrainConfig(lr=2e-3, max_steps=6, batch_size=2, checkpoint_every=2, warmup_ratio=0.0)
+    with pytest.raises(_Interrupt):
+        Trainer(_StopAt(3), tiny_lm, simple_task.forget, None, cfg, tmp_path).run()  # logs 1..3, checkpoint at 2
+    rows = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    Trainer(FineTune(), tiny_lm, simple_task.forget, None, cfg, tmp_path).run()
+    rows = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    elapsed = [r["elapsed"] for r in rows]
+    assert elapsed == sorted(elapsed) and elapsed[2] >= elapsed[1]  # training time counts every segment
+
+
+def test_two_runs_into_one_directory_cannot_overlap(tiny_lm, tiny_task, tmp_path):
+    from unlearnkit.workflows.unlearn import output_lock, unlearn
+    from unlearnkit.methods.registry import build_method
+
+    with output_lock(tmp_path / "o"):
+        with pytest.raises(ConfigError, match="another run is writing"):
+            unlearn(tiny_lm, tiny_task, build_method("grad_ascent", {}), TrainConfig(max_steps=1, batch_size=2),
+                    tmp_path / "o", model_spec="tiny")
+    _, record = unlearn(tiny_lm, tiny_task, build_method("grad_ascent", {}), TrainConfig(max_steps=1, batch_size=2),
+                        tmp_path / "o", model_spec="tiny")
+    assert record["steps"] == 1
+
+
 def test_checkpoint_of_other_config_is_refused(tiny_lm, simple_task, tmp_path):
     cfg = TrainConfig(lr=2e-3, max_steps=4, batch_size=2, checkpoint_every=1)
     with pytest.raises(_Interrupt):

@@ -94,6 +94,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if start == 0 and log_path.exists():
             log_path.unlink()
+        earlier = _keep_log_until(log_path, start) if start else 0.0  # steps after the checkpoint run again
         bar = tqdm(range(start, total), desc=self.progress, initial=start, total=total, leave=False)
         t0 = time.perf_counter()
         for step in bar:
@@ -116,7 +117,8 @@ class Trainer:
             self.method.after_step(ctx)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            logs.update(step=step + 1, lr=scheduler.get_last_lr()[0])
+            logs.update(step=step + 1, lr=scheduler.get_last_lr()[0],
+                        elapsed=round(earlier + time.perf_counter() - t0, 3))  # training seconds, all segments
             self.history.append(logs)
             with log_path.open("a") as fh:
                 fh.write(json.dumps(logs) + "\n")
@@ -135,3 +137,22 @@ class Trainer:
         remove_checkpoint(self.out_dir)
         return HFLanguageModel(model, self.source.tokenizer, name=self.source.name,
                                chat_format=self.source.chat_format, add_eos=self.source.add_eos)
+
+
+def _keep_log_until(log_path, step: int) -> float:
+    """Drop the log rows past ``step`` (a resumed run repeats those steps); return the training seconds
+    the kept rows account for."""
+    from unlearnkit.io import write_text_atomic
+
+    if not log_path.exists():
+        return 0.0
+    kept = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the interruption
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            kept.append(row)
+    write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in kept))
+    return float(kept[-1].get("elapsed", 0.0)) if kept else 0.0

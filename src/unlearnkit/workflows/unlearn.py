@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -67,9 +69,47 @@ def unlearn(model, task, method, train: TrainConfig, out_dir: str | Path, model_
     check_out_dir(out_dir, model_spec)
     check_not_foreign(out_dir, method.name)
     train.validate()
+    with output_lock(out_dir):
+        return _unlearn_locked(model, task, method, train, out_dir, model_spec)
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """One run at a time per output directory: a second one fails at once instead of interleaving logs."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"another run is writing to {out_dir}: wait for it to finish, or choose another "
+                              "--out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _earlier_seconds(out_dir: Path) -> float:
+    """Training seconds of earlier segments of an interrupted run that will resume (0 otherwise)."""
+    log = out_dir / "train_log.jsonl"
+    if not (out_dir / "checkpoint").is_dir() or not log.is_file():
+        return 0.0
+    last = 0.0
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            last = float(json.loads(line).get("elapsed", last))
+        except (ValueError, AttributeError, TypeError):
+            continue
+    return last
+
+
+def _unlearn_locked(model, task, method, train, out_dir: Path, model_spec):
+    earlier = _earlier_seconds(out_dir) if method.family == "weights" else 0.0
     t0 = time.perf_counter()
     result = method.apply(model, task, out_dir, train)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + earlier
     if method.family == "weights":
         result.name = method.name
         result.save(out_dir / "model")
