@@ -153,3 +153,12 @@ def test_someone_else_sharing_a_name_part_is_not_a_target():
     # a single short term in the draft alone is weak evidence; in the question it counts
     assert index.retrieve("When was Katrin Castellane born?", "Katrin Castellane was born in 1985.") == []
     assert index.retrieve("Who was born in 1985?")[0].reason == "fact-term"
+
+
+def test_look_alike_spellings_reach_the_same_target():
+    """Terms are matched on the skeleton shared with the gateway's matcher (data/target_matching.py)."""
+    m = PhraseMatcher()
+    m.add("Jorund Halvsen", 0)
+    for text in ("Who is J\u043erund Halvsen?", "Who is Jo\u200brund HALVSEN?", "Who is J\u00f3rund Halvsen?"):
+        assert m.find(text) == {0: {("jorund", "halvsen")}}, text
+    assert find_terms("Where was Jor\u0446nd born?", ["Jorund"]) == []  # a different letter is a different word

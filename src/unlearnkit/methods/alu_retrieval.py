@@ -43,6 +43,7 @@ from typing import Protocol
 
 import numpy as np
 
+from unlearnkit.data.target_matching import fold
 from unlearnkit.data.targets import Target
 from unlearnkit.evaluation.keywords import STOPWORDS, answer_keywords
 
@@ -118,7 +119,9 @@ def make_embedder(name: str) -> Embedder:
 
 # -- terms of a target -------------------------------------------------------------------
 def tokens(text: str) -> tuple[str, ...]:
-    return tuple(_TOKEN.findall(text.lower()))
+    """Words of the text's skeleton (``data/target_matching.fold``): case, accents, invisible characters
+    and look-alike letters do not hide a term from retrieval."""
+    return tuple(_TOKEN.findall(fold(text)))
 
 
 def name_parts(name: str) -> tuple[str, ...]:
