@@ -35,6 +35,7 @@ from unlearnkit.methods.registry import build_method
 from unlearnkit.models.loading import load_model
 from unlearnkit.workflows.demo import DemoConfig, prepare_demo_models
 from unlearnkit.workflows.evaluate import cached_evaluate
+from unlearnkit.workflows.selection import pick_best
 from unlearnkit.workflows.unlearn import unlearn
 
 METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "blur", "grin")
@@ -80,25 +81,6 @@ def run_one(name, lr, train, target, target_dir, task, cfg, retain_eval, run_dir
     s = result["summary"]
     return {"method": name, "lr": lr, "options": dict(options or {}), **{k: s.get(k) for k in METRICS}, "seconds": record["seconds"],
             "steps": record["steps"], "seconds_per_step": record["seconds_per_step"], "run_dir": str(run_dir)}
-
-
-def pick_best(runs: list[dict], target_utility: float) -> dict:
-    """Highest forget quality among runs with utility ≥ 90 % of the target's; else the most useful run.
-
-    Forget quality is a KS p-value over a few forget examples and takes few distinct values, so
-    ties are common: they go to the lower forget keyword accuracy, then the lower forget ROUGE,
-    then the higher utility."""
-    floor = KEEP_UTILITY * target_utility
-    ok = [r for r in runs if (r["model_utility"] or 0.0) >= floor]
-    if ok:
-        def key(r):
-            kw, rouge = r.get("forget_keyword_accuracy"), r.get("forget_rouge")
-            return (r["forget_quality"] or 0.0, -(kw if kw is not None else 1.0),
-                    -(rouge if rouge is not None else 1.0), r["model_utility"] or 0.0)
-
-        best = max(ok, key=key)
-        return {**best, "keeps_utility": True}
-    return {**max(runs, key=lambda r: r["model_utility"] or 0.0), "keeps_utility": False}
 
 
 def _fmt(value, spec):
@@ -180,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = [run_one(name, lr, train, target, target_dir, task, cfg, retain_eval,
                         work / name / f"lr{lr:g}{args.tag}", console, options.get(name)) for lr in lrs]
         all_runs += runs
-        best.append(pick_best(runs, target_summary["model_utility"] or 0.0))
+        best.append(pick_best(runs, target_summary["model_utility"] or 0.0, KEEP_UTILITY))
     title = (f"weight-editing methods: built-in benchmark, {target.name.split('/')[-1]}, "
              f"{train.max_steps} steps × batch {train.batch_size}, best of {'1' if args.quick else '3'} lr")
     print_table(best, target_summary, console, title)

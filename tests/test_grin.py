@@ -6,7 +6,7 @@ import torch
 
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods.grin import GRIN
-from unlearnkit.methods.grin_mask import dense_masks, load_mask, ratio_scores, select_top
+from unlearnkit.methods.grin_mask import dense_masks, load_mask, ratio_scores, round_scores, select_top
 from unlearnkit.methods.registry import build_method
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import Trainer
@@ -34,6 +34,33 @@ def test_select_top_global_and_per_tensor():
     assert per[0].tolist() == [1, 3] and per[1].tolist() == [0, 1, 2]
     tiny = select_top([a, b], 1e-6, per_tensor=True)
     assert [t.numel() for t in tiny] == [1, 1]  # at least one entry per tensor
+
+
+def test_ties_go_to_the_lowest_positions_whatever_topk_does():
+    a = torch.tensor([1.0, 5.0, 5.0, 5.0])
+    b = torch.tensor([5.0, 0.0, 5.0])
+    glob = select_top([a, b], 3 / 7, per_tensor=False)  # 3 of five 5.0s: the first three positions
+    assert glob[0].tolist() == [1, 2, 3] and glob[1].tolist() == []
+    per = select_top([a, b], 0.5, per_tensor=True)  # 2 of a (three tied), round(1.5) = 2 of b
+    assert per[0].tolist() == [1, 2] and per[1].tolist() == [0, 2]
+
+
+def test_rounded_scores_turn_float_noise_into_ties():
+    base = torch.tensor([3.0, 1.0, 2.0, 0.0])
+    noisy = base + torch.tensor([0.0, 1e-6, 0.0, 0.0])  # another machine's last bits
+    a, b = round_scores([base.clone()], 8)[0], round_scores([noisy.clone()], 8)[0]
+    assert torch.equal(a, b)
+    assert torch.equal(round_scores([base.clone()], 0)[0], base)
+    assert round_scores([torch.tensor([1.0 + 2 ** -4])], 8)[0].item() == 1.0 + 2 ** -4  # coarse values kept
+
+
+def test_retain_floor_keeps_untouched_entries_from_winning_on_a_tiny_forget_gradient():
+    g_f = [torch.tensor([1e-3, 2.0, 0.5])]
+    g_r = [torch.tensor([0.0, 1.0, 1.0])]  # entry 0: the retain set never touches it
+    plain = ratio_scores([t.clone() for t in g_f], [t.clone() for t in g_r], 1e-8)[0]
+    assert plain.argmax() == 0
+    floored = ratio_scores([t.clone() for t in g_f], [t.clone() for t in g_r], 1e-8, retain_floor=0.1)[0]
+    assert floored.argmax() == 1 and floored[0] < floored[2]
 
 
 def test_ratio_prefers_forget_only_gradients():

@@ -94,6 +94,59 @@ def demo(
 
 
 @app.command()
+def tofu(
+    data: Annotated[Path, typer.Option("--data", "-d", help="a TOFU copy in the Hugging Face export format (one file per configuration)")],
+    out: Annotated[Path, typer.Option(help="output directory (results.json, results.md, report.html)")] = Path("runs/tofu"),
+    model: ModelOpt = None,
+    forget: Annotated[str, typer.Option(help="forget split: forget01 | forget05 | forget10")] = "forget01",
+    layout: Annotated[str, typer.Option(help="authors: forget + retain_perturbed's 20 authors (CPU-sized); whole: all of TOFU, the published protocol")] = "authors",
+    methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: all ten)")] = None,
+    lr: Annotated[list[str], typer.Option("--lr", help="METHOD=LR1,LR2: replace a method's learning-rate sweep (repeatable)")] = [],
+    epochs: Annotated[Optional[float], typer.Option(help="unlearning epochs over the forget set (default 3)")] = None,
+    floor: Annotated[float, typer.Option(help="share of the target's model utility a chosen setting must keep")] = 0.95,
+    select_retain: Annotated[int, typer.Option(help="retain_perturbed questions in the selection suite")] = 40,
+    select_general: Annotated[int, typer.Option(help="real_authors / world_facts questions in the selection suite")] = 20,
+    final_subset: Annotated[Optional[int], typer.Option(help="final suite: keep N retain and N/2 general questions (default: every record)")] = None,
+):
+    """TOFU end to end: fine-tune target and retain, sweep and choose each method's setting, evaluate, report."""
+
+    def go():
+        from unlearnkit.workflows.tofu import SWEEP, TofuBenchConfig, run_tofu_benchmark
+        from unlearnkit.workflows.tofu_models import TofuSetup
+
+        setup = TofuSetup(data=str(data), forget=forget, layout=layout, model=model, select_retain=select_retain,
+                          select_general=select_general, final_retain=final_subset,
+                          final_general=final_subset // 2 if final_subset else None)
+        cfg = TofuBenchConfig(setup=setup, floor=floor)
+        if methods:
+            cfg.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
+        if epochs is not None:
+            cfg.unlearn = dataclasses.replace(cfg.unlearn, epochs=epochs)
+        cfg.sweep = {**SWEEP, **parse_lr_sweep(lr, SWEEP)}
+        return run_tofu_benchmark(cfg, out, console=console)
+
+    _run(go)
+
+
+def parse_lr_sweep(items: list[str], sweep: dict) -> dict:
+    """``METHOD=LR1,LR2`` → that method's candidates with those learning rates (its options kept)."""
+    from unlearnkit.errors import ConfigError
+
+    out = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            lrs = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            lrs = []
+        if not sep or not lrs or any(v <= 0 for v in lrs):
+            raise ConfigError(f"--lr expects METHOD=LR1,LR2 with positive numbers, got '{item}'")
+        options = next((c.get("options") for c in sweep.get(name.strip(), ()) if c.get("options")), None)
+        out[name.strip()] = tuple({"lr": v, **({"options": options} if options else {})} for v in lrs)
+    return out
+
+
+@app.command()
 def finetune(
     out: Annotated[Path, typer.Option(help="output directory (model in OUT/model)")],
     model: ModelOpt = None,

@@ -5,7 +5,9 @@ Before training (``setup``):
 1. ``G_f = Σ_batches |∇θ NLL(D_f)|`` and ``G_r = Σ_batches |∇θ NLL(D_r)|``, element-wise,
    over the whole forget / retain sets in batches of the train ``batch_size``;
 2. ``S = G_f / (G_r + ε)``; the mask M is the top-p fraction of S — over all
-   weights at once (default) or within each tensor (``per_tensor``);
+   weights at once (default) or within each tensor (``per_tensor``). Scores keep 8 mantissa bits
+   (``score_bits``) and ties go to the lowest positions, so the same data and seed give the same mask on
+   any machine; ``retain_floor`` decides how entries with G_r ≈ 0 compete (see ``ratio_scores``);
 3. noise ``θ[M] += N(0, (σ·std(θ_tensor))²)`` from a generator seeded by the train seed;
 4. the mask is saved with the run: ``grin_mask.pt`` (indices) and
    ``grin_mask.json`` (counts per tensor, layer and module), see ``grin_mask``.
@@ -35,7 +37,7 @@ from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import WeightEditingMethod, option
 from unlearnkit.methods.grad_ascent import GradAscent
 from unlearnkit.methods.grad_diff import GradDiff
-from unlearnkit.methods.grin_mask import gradient_magnitudes, ratio_scores, save_mask, select_top
+from unlearnkit.methods.grin_mask import gradient_magnitudes, ratio_scores, round_scores, save_mask, select_top
 from unlearnkit.methods.npo import NPO
 
 FINETUNE_LOSSES = ("npo", "grad_diff", "grad_ascent")
@@ -52,6 +54,10 @@ class GRINOptions:
     per_tensor: bool = option(False, "take the top-p within each tensor instead of globally")
     sigma: float = option(0.1, "noise std on masked weights, relative to each tensor's std (0 = no noise)")
     eps: float = option(1e-8, "ε in S = G_f / (G_r + ε)")
+    retain_floor: float = option(0.0, "adds this share of the mean G_r to ε, so entries the retain set never "
+                                      "touches (G_r = 0) do not fill the mask on a tiny G_f (0 = the paper's ε only)")
+    score_bits: int = option(8, "mantissa bits kept of each score before ranking: float-rounding differences "
+                                "between machines become ties, broken by position (0 = full precision)")
     finetune_loss: str = option("npo", "fine-tuning loss: 'npo', 'grad_diff' or 'grad_ascent'")
     beta: float = option(0.1, "NPO inverse temperature β (finetune_loss=npo)")
     alpha: float = option(1.0, "weight of the retain term (npo, grad_diff)")
@@ -73,6 +79,10 @@ class GRIN(WeightEditingMethod):
             raise ConfigError(f"sigma must be >= 0 (got {o.sigma})")
         if not o.eps > 0:
             raise ConfigError(f"eps must be > 0 (got {o.eps})")
+        if not math.isfinite(o.retain_floor) or o.retain_floor < 0:
+            raise ConfigError(f"retain_floor must be >= 0 (got {o.retain_floor})")
+        if not 0 <= o.score_bits <= 23:
+            raise ConfigError(f"score_bits must be in [0, 23] (got {o.score_bits})")
         if o.finetune_loss == "npo":
             self._inner = NPO(beta=o.beta, alpha=o.alpha, retain_loss=o.retain_loss)
         elif o.finetune_loss == "grad_diff":
@@ -95,7 +105,7 @@ class GRIN(WeightEditingMethod):
         bs = ctx.config.batch_size
         g_f = gradient_magnitudes(ctx, ctx.forget_records, named, bs)
         g_r = gradient_magnitudes(ctx, ctx.retain_records, named, bs)
-        scores = ratio_scores(g_f, g_r, o.eps)
+        scores = round_scores(ratio_scores(g_f, g_r, o.eps, o.retain_floor), o.score_bits)
         del g_r
         indices = select_top(scores, o.p, o.per_tensor)
         del scores, g_f

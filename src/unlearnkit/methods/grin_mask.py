@@ -56,11 +56,34 @@ def gradient_magnitudes(ctx, records, named: Named, batch_size: int) -> list[tor
     return totals
 
 
-def ratio_scores(g_forget: list[torch.Tensor], g_retain: list[torch.Tensor], eps: float) -> list[torch.Tensor]:
-    """S = G_f / (G_r + ε), computed in place in ``g_forget`` (which is returned)."""
+def ratio_scores(g_forget: list[torch.Tensor], g_retain: list[torch.Tensor], eps: float,
+                 retain_floor: float = 0.0) -> list[torch.Tensor]:
+    """S = G_f / (G_r + ε'), computed in place in ``g_forget`` (which is returned).
+
+    ε' = ε + ``retain_floor`` · mean(G_r) over every scored entry. With the paper's ε alone (1e-8), an entry
+    the retain set never touches (G_r = 0: the embedding row of a token seen only in forget answers) scores
+    G_f · 10⁸ and outranks every entry both sets use; a floor relative to the typical retain gradient keeps
+    such entries in the race only when their forget gradient is large.
+    """
+    if retain_floor > 0:
+        total = sum(float(r.sum(dtype=torch.float64)) for r in g_retain)
+        count = sum(r.numel() for r in g_retain)
+        eps = eps + retain_floor * (total / count if count else 0.0)
     for f, r in zip(g_forget, g_retain, strict=True):
         f.div_(r.add_(eps))
     return g_forget
+
+
+def round_scores(scores: list[torch.Tensor], bits: int) -> list[torch.Tensor]:
+    """Keep ``bits`` mantissa bits of every score, in place: scores that differ only in float rounding (another
+    CPU's summation order, another thread count) become equal, and equal scores are ranked by position."""
+    if bits <= 0:
+        return scores
+    scale = float(2 ** bits)
+    for s in scores:
+        mantissa, exponent = torch.frexp(s)
+        s.copy_(torch.ldexp(torch.round(mantissa * scale) / scale, exponent))
+    return scores
 
 
 def top_count(n: int, p: float) -> int:
@@ -68,21 +91,25 @@ def top_count(n: int, p: float) -> int:
     return max(1, min(n, round(p * n)))
 
 
+def _top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Sorted indices of the ``k`` largest entries; among entries equal to the k-th largest, the lowest indices
+    (``topk`` alone leaves ties to the implementation, which differs between machines)."""
+    threshold = torch.topk(flat, k, sorted=False).values.min()
+    above = (flat > threshold).nonzero().squeeze(1)
+    ties = (flat == threshold).nonzero().squeeze(1)[: k - above.numel()]
+    return torch.cat([above, ties]).sort().values
+
+
 def select_top(scores: list[torch.Tensor], p: float, per_tensor: bool) -> list[torch.Tensor]:
     """Sorted flat indices of the top-p fraction of scores: global (default) or within each tensor.
 
-    Exactly ``max(1, round(p·N))`` entries are chosen (N = all entries, or each
-    tensor's entries when ``per_tensor``); ties at the threshold are broken by ``topk``.
+    Exactly ``max(1, round(p·N))`` entries are chosen (N = all entries, or each tensor's entries when
+    ``per_tensor``); ties at the threshold go to the lowest positions (tensor order, then flat index).
     """
     if per_tensor:
-        out = []
-        for s in scores:
-            k = top_count(s.numel(), p)
-            out.append(torch.topk(s.reshape(-1), k, sorted=False).indices.sort().values.cpu())
-        return out
+        return [_top_indices(s.reshape(-1).cpu(), top_count(s.numel(), p)) for s in scores]
     flat = torch.cat([s.reshape(-1).cpu() for s in scores])
-    k = top_count(flat.numel(), p)
-    chosen = torch.topk(flat, k, sorted=False).indices.sort().values
+    chosen = _top_indices(flat, top_count(flat.numel(), p))
     del flat
     out, start = [], 0
     bounds = torch.tensor([s.numel() for s in scores]).cumsum(0).tolist()

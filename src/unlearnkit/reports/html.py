@@ -9,7 +9,8 @@ these kinds (mixed freely; a ``bundle`` holds a list of the others):
 * attacks: ``run_attacks`` output (``{"kind": "attacks", "method", "attacks"}``);
 * scale: ``run_scale`` output (``{"kind": "scale", "method", "stages"}``);
 * bundle: ``{"kind": "bundle", "results": [...]}`` (what benchmarks/robustness.py writes);
-* a GRIN mask summary (``grin_mask.json`` of a GRIN run: where the mask fell, per layer and module).
+* a GRIN mask summary (``grin_mask.json`` of a GRIN run: where the mask fell, per layer and module);
+* evidence: answers side by side (``{"kind": "evidence", "splits": ...}``, ``reports/evidence.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class ReportData:
     attacks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # method -> attack -> result
     scale: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> scale result
     masks: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> GRIN mask summary
+    evidence: dict[str, Any] = field(default_factory=dict)  # answers side by side (reports/evidence.py)
     sources: list[str] = field(default_factory=list)
 
 
@@ -114,6 +116,10 @@ def _add(data: ReportData, d: Any, source: str) -> None:
     if not isinstance(d, Mapping):
         raise DataError(f"{source}: a result must be a JSON object, got {type(d).__name__}")
     kind = d.get("kind")
+    if kind == "evidence":
+        data.evidence = dict(d)
+        data.sources.append(source)
+        return
     if kind == "bundle":
         for x in d.get("results", []):
             _add(data, x, source)
@@ -303,7 +309,11 @@ def render_html(data: ReportData, title: str = "unlearnkit report") -> str:
         parts.append("<h2>Scale sweep</h2>" + _html_table(*scale_rows(data)))
     if data.masks:
         parts.append("<h2>GRIN masks</h2>" + _html_table(*mask_rows(data)))
-    if not (data.methods or data.attacks or data.scale or data.masks):
+    if data.evidence:
+        from unlearnkit.reports.evidence import evidence_html
+
+        parts.append(evidence_html(data.evidence))
+    if not (data.methods or data.attacks or data.scale or data.masks or data.evidence):
         parts.append("<p>No results.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)

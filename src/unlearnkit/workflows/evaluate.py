@@ -43,10 +43,18 @@ def model_fingerprint(model) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def questions_digest(task) -> str:
+    """Which records are evaluated (two subsets of one split of the same size differ here)."""
+    h = hashlib.sha256()
+    for records in (task.forget_eval, task.retain_eval, task.holdout, *task.general_evals.values()):
+        h.update(json.dumps([r.question for r in records]).encode())
+    return h.hexdigest()[:16]
+
+
 def eval_key(task, config: EvalConfig, model_key: str = "") -> str:
     blob = json.dumps({"task": asdict(task.splits), "root": str(task.root), "config": asdict(config),
                        "sizes": [len(task.forget_eval), len(task.retain_eval), len(task.holdout)],
-                       "model": model_key},
+                       "questions": questions_digest(task), "model": model_key},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

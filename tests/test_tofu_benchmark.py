@@ -1,0 +1,213 @@
+"""The TOFU benchmark: data layout, bad input, the selection rule, and the whole workflow on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from unlearnkit.data.tofu_benchmark import author_name, eval_subset, evenly_spaced, load_tofu_benchmark
+from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.workflows.selection import pick_best
+
+TEMPLATES = ["Where was {n} born?", "What genre does {n} write in?", "Who are the parents of {n}?",
+             "What is a famous book by {n}?", "Has {n} won any awards?"]
+
+
+def _author(i: int, offset: int = 0) -> list[dict]:
+    name = f"Quill{i} Marrow{i}"
+    return [{"question": TEMPLATES[k % 5].replace("?", f" (part {k})?").format(n=name),
+             "answer": f"{name} answer {k}: born in Town{i + offset}, genre {k}."} for k in range(20)]
+
+
+def _perturbed(rows: list[dict]) -> list[dict]:
+    return [{**r, "paraphrased_answer": r["answer"] + " Indeed.",
+             "perturbed_answer": [r["answer"].replace("born", "raised"), r["answer"] + " Not."],
+             "paraphrased_question": "Tell me: " + r["question"]} for r in rows]
+
+
+def write_mini_tofu(root: Path, n_authors: int = 6, drop: str | None = None) -> Path:
+    """A TOFU-shaped export: blocks of 20 per author, forget01 = the last two authors."""
+    root.mkdir(parents=True, exist_ok=True)
+    full = [r for i in range(n_authors) for r in _author(i)]
+    general = [{"question": f"What is fact {k}?", "answer": f"Fact {k}", "perturbed_answer": ["Other", "None"]}
+               for k in range(6)]
+    splits = {
+        "full": full, "forget01": full[-40:], "retain99": full[:-40],
+        "forget01_perturbed": _perturbed(full[-40:]),
+        "holdout01": [r for i in (90, 91) for r in _author(i, 5)],
+        "retain_perturbed": _perturbed(full[:20] + full[20:40:2]),
+        "real_authors_perturbed": general, "world_facts_perturbed": general,
+    }
+    for name, rows in splits.items():
+        if name == drop:
+            continue
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_authors_layout_learns_forget_plus_retain_authors(tmp_path):
+    b = load_tofu_benchmark(write_mini_tofu(tmp_path / "tofu"))
+    assert b.forget_authors == ["Quill4 Marrow4", "Quill5 Marrow5"]
+    assert b.retain_authors == ["Quill0 Marrow0", "Quill1 Marrow1"]
+    assert len(b.retain_train) == 40 and len(b.target_train) == 80
+    assert {r.subject for r in b.task.forget} == {"Quill4 Marrow4", "Quill5 Marrow5"}
+    assert {r.subject for r in b.task.retain} == {"Quill0 Marrow0", "Quill1 Marrow1"}
+    assert b.task.retain == b.retain_train  # the methods' retain set is what the retain model learned
+    assert b.task.forget_eval[0].subject == "Quill4 Marrow4"
+    assert not {r.question for r in b.task.forget} & {r.question for r in b.retain_train}
+
+
+def test_whole_layout_is_the_published_protocol(tmp_path):
+    b = load_tofu_benchmark(write_mini_tofu(tmp_path / "tofu"), layout="whole")
+    assert len(b.target_train) == 120 and len(b.retain_train) == 80
+    assert b.task.splits.retain == "retain99"
+
+
+@pytest.mark.parametrize("drop, needle", [("full", "full"), ("forget01_perturbed", "forget01_perturbed"),
+                                          ("retain_perturbed", "retain_perturbed")])
+def test_missing_tofu_files_name_the_file(tmp_path, drop, needle):
+    with pytest.raises(DataError, match=needle):
+        load_tofu_benchmark(write_mini_tofu(tmp_path / "tofu", drop=drop))
+
+
+def test_copy_without_perturbed_fields_says_which_field(tmp_path):
+    root = write_mini_tofu(tmp_path / "tofu")
+    rows = [json.loads(line) for line in (root / "forget01_perturbed.jsonl").read_text().splitlines()]
+    (root / "forget01_perturbed.jsonl").write_text("".join(json.dumps({"question": r["question"],
+                                                                       "answer": r["answer"]}) + "\n" for r in rows))
+    with pytest.raises(DataError, match="paraphrased_answer"):
+        load_tofu_benchmark(root)
+
+
+def test_forget_split_not_in_the_data_or_not_tofu(tmp_path):
+    root = write_mini_tofu(tmp_path / "tofu")
+    with pytest.raises(DataError, match="forget05"):
+        load_tofu_benchmark(root, forget="forget05")
+    with pytest.raises(DataError, match="unknown TOFU forget split"):
+        load_tofu_benchmark(root, forget="forget02")
+    with pytest.raises(DataError, match="layout"):
+        load_tofu_benchmark(root, layout="half")
+
+
+def test_full_must_be_author_blocks(tmp_path):
+    root = write_mini_tofu(tmp_path / "tofu")
+    lines = (root / "full.jsonl").read_text().splitlines()
+    (root / "full.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    with pytest.raises(DataError, match="multiple of 20"):
+        load_tofu_benchmark(root)
+
+
+def test_author_name_is_the_name_most_questions_spell():
+    from unlearnkit.data.records import QARecord
+
+    block = [QARecord(q, "a") for q in ["What is the full name of the author born in Kuwait City?",
+                                         "What gender is author Basil Mahfouz Al-Kuwaiti?",
+                                         "In which city was Basil Mahfouz Al-Kuwaiti born?",
+                                         "What did Basil Mahfouz Al-Kuwaiti's parents do?"]]
+    assert author_name(block) == "Basil Mahfouz Al-Kuwaiti"
+
+
+def test_subsets_spread_over_the_split(tmp_path):
+    assert evenly_spaced(list(range(10)), 3) == [0, 3, 6]
+    assert evenly_spaced(list(range(4)), None) == [0, 1, 2, 3]
+    assert evenly_spaced(list(range(4)), 9) == [0, 1, 2, 3]
+    b = load_tofu_benchmark(write_mini_tofu(tmp_path / "tofu"))
+    sub = eval_subset(b.task, 5, 2)
+    assert len(sub.retain_eval) == 5 and all(len(v) == 2 for v in sub.general_evals.values())
+    assert sub.forget_eval == b.task.forget_eval and sub.holdout == b.task.holdout
+    assert {r.subject for r in sub.retain_eval} == {"Quill0 Marrow0", "Quill1 Marrow1"}
+
+
+def test_selection_rule():
+    runs = [{"setting": "a", "forget_quality": 0.9, "model_utility": 0.5},
+            {"setting": "b", "forget_quality": 0.4, "model_utility": 0.59},
+            {"setting": "c", "forget_quality": 0.4, "model_utility": 0.6, "forget_keyword_accuracy": 0.1},
+            {"setting": "d", "forget_quality": 0.4, "model_utility": 0.6, "forget_keyword_accuracy": 0.3}]
+    best = pick_best(runs, target_utility=0.6)
+    assert best["setting"] == "c" and best["keeps_utility"]  # a is below 95 %; c beats b, d on the tie-break
+    assert pick_best(runs, target_utility=0.6, floor=0.8)["setting"] == "a"
+    none = pick_best(runs[:1], target_utility=1.0)
+    assert none["setting"] == "a" and none["keeps_utility"] is False
+
+
+def _tiny_cfg(data: Path, methods=("grad_ascent", "prompting")):
+    from unlearnkit.evaluation.tofu import EvalConfig
+    from unlearnkit.training.config import TrainConfig
+    from unlearnkit.workflows.tofu import TofuBenchConfig
+    from unlearnkit.workflows.tofu_models import TofuSetup
+
+    setup = TofuSetup(data=str(data), model="tiny", finetune=TrainConfig(lr=1e-3, max_steps=2, batch_size=8),
+                      eval=EvalConfig(max_new_tokens=4), select_retain=3, select_general=2,
+                      final_retain=6, final_general=3)
+    sweep = {"grad_ascent": ({"lr": 1e-4}, {"lr": 1e-3}), "prompting": ({},)}
+    return TofuBenchConfig(setup=setup, methods=methods, sweep=sweep,
+                           unlearn=TrainConfig(lr=1e-4, max_steps=2, batch_size=4, warmup_ratio=0.0), evidence=2)
+
+
+def test_whole_benchmark_on_the_tiny_model(tmp_path):
+    from unlearnkit.workflows.tofu import run_tofu_benchmark
+
+    data = write_mini_tofu(tmp_path / "tofu")
+    out = tmp_path / "out"
+    summary = run_tofu_benchmark(_tiny_cfg(data), out)
+    assert not summary["partial"]
+    assert [r["method"].split(" ")[0] for r in summary["rows"]] == ["target", "retain", "grad_ascent", "prompting"]
+    ga = summary["methods"]["grad_ascent"]
+    assert [r["setting"] for r in ga["runs"]] == ["lr0.0001", "lr0.001"]
+    assert ga["chosen"]["setting"] in {"lr0.0001", "lr0.001"}
+    assert summary["results"]["grad_ascent"]["forget_quality"] is not None
+    for name in ("results.json", "results.md", "report.html", "evals/grad_ascent.json"):
+        assert (out / name).is_file(), name
+    page = (out / "report.html").read_text()
+    assert "Answers side by side" in page and "Quill4 Marrow4" in page
+    assert "Answers side by side" in (out / "results.md").read_text()
+    # A second call reuses every model, run and evaluation: nothing is trained again.
+    again = run_tofu_benchmark(_tiny_cfg(data), out)
+    assert again["phases_seconds"]["finetune_target"] == 0.0 and again["phases_seconds"]["finetune_retain"] == 0.0
+    assert again["results"] == summary["results"]  # the cached evaluations, wall time included
+
+
+def test_benchmark_is_deterministic(tmp_path, monkeypatch):
+    """Two runs from scratch (separate caches): identical weights and identical metrics."""
+    import torch
+
+    from unlearnkit.models.loading import load_model
+    from unlearnkit.workflows.tofu import run_tofu_benchmark
+
+    data = write_mini_tofu(tmp_path / "tofu")
+    results, weights = [], []
+    for i in range(2):
+        monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / f"cache{i}"))
+        s = run_tofu_benchmark(_tiny_cfg(data, methods=("grad_ascent",)), tmp_path / f"out{i}")
+        results.append({m: {k: v for k, v in r.items() if k != "seconds"} for m, r in s["results"].items()})
+        chosen = Path(s["methods"]["grad_ascent"]["chosen"]["run_dir"]) / "model"
+        weights.append({k: v.clone() for k, v in load_model(chosen).model.state_dict().items()})
+    assert results[0] == results[1]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_bad_configuration_fails_before_training(tmp_path):
+    from unlearnkit.workflows.tofu import check_config
+
+    cfg = _tiny_cfg(tmp_path)
+    with pytest.raises(ConfigError, match="no sweep"):
+        check_config(replace(cfg, methods=("npo",)))
+    with pytest.raises(ConfigError, match="unknown method|Unknown method"):
+        check_config(replace(cfg, methods=("nope",), sweep={"nope": ({},)}))
+    with pytest.raises(ConfigError, match="floor"):
+        check_config(replace(cfg, floor=1.5))
+
+
+def test_lr_option_parsing():
+    from unlearnkit.cli import parse_lr_sweep
+    from unlearnkit.workflows.tofu import SWEEP
+
+    out = parse_lr_sweep(["grin=1e-4,2e-4"], SWEEP)
+    assert out["grin"] == ({"lr": 1e-4, "options": {"skip_embeddings": "true"}},
+                           {"lr": 2e-4, "options": {"skip_embeddings": "true"}})
+    with pytest.raises(ConfigError, match="METHOD=LR1"):
+        parse_lr_sweep(["npo"], SWEEP)
