@@ -398,6 +398,9 @@ def serve(
     db: Annotated[Optional[Path], typer.Option(help="SQLite target registry (default ./unlearnkit-registry.db)")] = None,
     opt: Annotated[Optional[list[str]], typer.Option("--opt", help="guard option key=value (repeatable)")] = None,
     prompt_filter: Annotated[bool, typer.Option(help="refuse prompts naming a registered target before the model runs")] = True,
+    request_timeout: Annotated[Optional[float], typer.Option(help="seconds before an unanswered request gets a 504 and its remaining work is dropped (default 300)")] = None,
+    max_request_tokens: Annotated[Optional[int], typer.Option(help="largest prompts x max_tokens of one request (default 16384)")] = None,
+    max_prompts_per_turn: Annotated[Optional[int], typer.Option(help="prompts of one request answered per turn before others get theirs (default 4)")] = None,
 ):
     """Serve an OpenAI-compatible API that enforces the registered forget targets live.
 
@@ -409,7 +412,8 @@ def serve(
         from unlearnkit.service import serve as do_serve
 
         do_serve(model=model, guard=guard, host=host, port=port, db=db, options=_parse_opts(opt or []),
-                 prompt_filter=prompt_filter)
+                 prompt_filter=prompt_filter, request_timeout_s=request_timeout,
+                 max_request_tokens=max_request_tokens, max_prompts_per_turn=max_prompts_per_turn)
 
     _run(go)
 

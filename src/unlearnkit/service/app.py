@@ -31,6 +31,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -180,7 +181,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         rid = new_id("chatcmpl")
         job = Job(rid, "chat", [messages] * req.n, chat=True, max_new_tokens=max_new, stops=req.stops(),
                   **_sampling(req), audit_prompt=messages)
-        answers = await _answer(engine, job)
+        answers = await _answer(engine, job, request)
         usage = _usage(answers, shared_prompt=True)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -206,7 +207,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         expanded = [p for p in prompts for _ in range(req.n)]
         job = Job(rid, "completions", expanded, chat=False, max_new_tokens=max_new, stops=req.stops(),
                   **_sampling(req), audit_prompt=req.prompt)
-        answers = await _answer(engine, job)
+        answers = await _answer(engine, job, request)
         if req.echo:
             answers = [Answer(p + a.text, a.finish_reason, a.prompt_tokens, a.completion_tokens)
                        for p, a in zip(expanded, answers)]
@@ -369,11 +370,29 @@ def _sampling(req) -> dict[str, Any]:
             "seed": req.seed}
 
 
-async def _answer(engine: Engine, job: Job) -> list[Answer]:
+DISCONNECT_POLL_S = 0.25
+
+
+async def _answer(engine: Engine, job: Job, request: Request | None = None) -> list[Answer]:
+    """Wait for the worker's answer; a client that leaves, or a deadline that passes, abandons the job
+    (the worker drops what is left of it) instead of letting it run on for nobody."""
     future = engine.submit(job)
+    waiting = asyncio.wrap_future(future)
     try:
-        return await asyncio.wrap_future(future)
-    except asyncio.CancelledError:  # client went away: the worker skips or discards it
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return waiting.result()
+            if request is not None and await request.is_disconnected():
+                job.abandon()
+                raise APIError(408, "the client closed the connection", type="invalid_request_error",
+                               code="client_closed")
+            if job.deadline is not None and time.perf_counter() > job.deadline:
+                job.abandon()
+                raise APIError(504, f"the request was not answered within {engine.settings.request_timeout_s:g} s; "
+                               "retry, or ask for fewer tokens", type="server_error", code="timeout")
+    except asyncio.CancelledError:  # the server cancelled the handler: the worker skips or discards it
+        job.abandon()
         future.cancel()
         raise
 

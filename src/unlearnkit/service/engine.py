@@ -10,6 +10,10 @@
   one version: a change never applies half-way.
 * The same thread counts tokens (tokenizers are not safe to share across threads)
   and writes the batch's guard events to the audit log in one transaction.
+* Fairness and abandoned work: a request's prompts are answered at most
+  ``max_prompts_per_turn`` per batch; a request with more goes behind the requests
+  that arrived meanwhile. A request whose client left or whose deadline passed is
+  marked ``abandoned`` by the HTTP side, and the worker drops what is left of it.
 """
 
 from __future__ import annotations
@@ -53,10 +57,27 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     enqueued: float = field(default_factory=time.perf_counter)
     audit_prompt: Any = None  # what the audit log hashes: the request's messages or prompt
+    deadline: float | None = None  # perf_counter time after which nobody waits for the answer
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    # progress over turns (worker thread only)
+    answers: list = field(default_factory=list)
+    next_prompt: int = 0
+    prompt_tokens: list[int] | None = None
+    mentions: set = field(default_factory=set)
+    refused: bool = False
 
     def __post_init__(self):
         if self.audit_prompt is None:
             self.audit_prompt = self.prompts[0] if len(self.prompts) == 1 else list(self.prompts)
+        self.answers = [None] * len(self.prompts)
+
+    def abandon(self) -> None:
+        """The client is gone or the deadline passed: the worker drops what is left of this request."""
+        self.abandoned.set()
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.abandoned.is_set() or (self.deadline is not None
+                                           and (now or time.perf_counter()) > self.deadline)
 
     def key(self) -> tuple:
         return (self.chat, self.max_new_tokens, self.do_sample,
@@ -84,11 +105,12 @@ class Engine:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._recent: collections.deque[int] = collections.deque(maxlen=8)  # recent batch sizes
+        self._carry: collections.deque[Job] = collections.deque()  # requests with prompts left for later turns
         self._tok_model = tokenizer_model(stack.upstream)
         self.context_limit = settings.max_context_tokens or self._model_context()
         self.stats: dict[str, Any] = {"requests": 0, "batches": 0, "generate_calls": 0, "prompts": 0,
                                       "refused_prompt": 0, "filtered_output": 0, "errors": 0, "syncs": 0,
-                                      "batch_sizes": {}}
+                                      "abandoned": 0, "turns_deferred": 0, "batch_sizes": {}}
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> None:
@@ -112,6 +134,9 @@ class Engine:
         self._thread.join(timeout)
         self._thread = None
         # Anything still queued gets an answer rather than hanging.
+        while self._carry:
+            _fail(self._carry.popleft(), APIError(503, "the server is shutting down; retry", type="server_error",
+                                                  code="shutting_down"))
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -130,6 +155,14 @@ class Engine:
 
     # -- submitting -----------------------------------------------------------------
     def submit(self, job: Job) -> concurrent.futures.Future:
+        tokens = len(job.prompts) * job.max_new_tokens
+        if tokens > self.settings.max_request_tokens:
+            raise APIError(400, f"this request asks for up to {tokens} new tokens ({len(job.prompts)} answers x "
+                           f"max_tokens {job.max_new_tokens}); the limit is {self.settings.max_request_tokens}: "
+                           "lower max_tokens or send fewer prompts per request",
+                           param="max_tokens", code="request_too_large")
+        if job.deadline is None:
+            job.deadline = time.perf_counter() + self.settings.request_timeout_s
         if not self.alive:
             raise APIError(503, "the model worker is not running; retry shortly", type="server_error",
                            code="not_ready")
@@ -151,10 +184,13 @@ class Engine:
             return
         self._ready.set()
         while self._running:
-            try:
-                first = self._queue.get(timeout=0.25)
-            except queue.Empty:
-                continue
+            if self._carry:  # requests with prompts left: served this turn, behind nothing that waits longer
+                first = self._carry.popleft()
+            else:
+                try:
+                    first = self._queue.get(timeout=0.25)
+                except queue.Empty:
+                    continue
             if first is _STOP:
                 break
             batch = [first]
@@ -177,8 +213,10 @@ class Engine:
                     stop_after = True
                     break
                 batch.append(item)
+            while self._carry and len(batch) < self.settings.max_batch_size:
+                batch.append(self._carry.popleft())
             self._recent.append(len(batch))
-            batch = [j for j in batch if not j.future.cancelled()]
+            batch = self._live(batch)
             if batch:
                 try:
                     self._run_batch(batch)
@@ -188,6 +226,19 @@ class Engine:
                         _fail(job, _internal_error())
             if stop_after:
                 break
+
+    def _live(self, jobs: list[Job]) -> list[Job]:
+        """Drop the requests nobody waits for any more (client gone, deadline passed, future cancelled)."""
+        now = time.perf_counter()
+        live = []
+        for job in jobs:
+            if job.future.cancelled() or job.expired(now):
+                self.stats["abandoned"] += 1
+                _fail(job, APIError(504, "the request was not answered before its deadline", type="server_error",
+                                    code="timeout"))
+                continue
+            live.append(job)
+        return live
 
     def _sync(self) -> None:
         """Apply the registry's current snapshot when its version moved. If applying
@@ -205,78 +256,83 @@ class Engine:
         matcher = self.stack.matcher
         model = self.stack.model()
         self.stats["batches"] += 1
-        self.stats["requests"] += len(jobs)
+        self.stats["requests"] += sum(1 for j in jobs if j.prompt_tokens is None)  # first turns only
         sizes = self.stats["batch_sizes"]
         sizes[str(len(jobs))] = sizes.get(str(len(jobs)), 0) + 1
         events: list[GuardEvent] = []
-        results: dict[int, list[Answer | None]] = {}
         pending: dict[tuple, list[tuple[Job, int]]] = {}
-        prompt_tokens: dict[tuple[int, int], int] = {}
-        mentioned: dict[int, list[str]] = {}
+        turn = self.settings.max_prompts_per_turn
         for job in jobs:
-            results[id(job)] = [None] * len(job.prompts)
-            try:
-                for i, prompt in enumerate(job.prompts):
-                    n_prompt = self._count_prompt(prompt, job.chat)
-                    if self.context_limit and n_prompt + job.max_new_tokens > self.context_limit:
-                        raise APIError(
-                            400, f"this model's context is {self.context_limit} tokens; the prompt has {n_prompt} "
-                            f"and max_tokens asks for {job.max_new_tokens}: shorten the prompt or lower max_tokens",
-                            param="messages" if job.chat else "prompt", code="context_length_exceeded")
-                    prompt_tokens[(id(job), i)] = n_prompt
-            except APIError as exc:
-                _fail(job, exc)
-                results.pop(id(job))
-                continue
-            job_mentions: set[str] = set()
-            refused = False
-            for i, prompt in enumerate(job.prompts):
-                names = matcher.mentions(_prompt_text(prompt)) if matcher else []
-                job_mentions.update(names)
+            if job.prompt_tokens is None:  # first turn: the whole request is checked at once
+                try:
+                    job.prompt_tokens = [self._checked_prompt_tokens(job, p) for p in job.prompts]
+                except APIError as exc:
+                    _fail(job, exc)
+                    continue
+            for i in range(job.next_prompt, min(len(job.prompts), job.next_prompt + turn)):
+                names = matcher.mentions(_prompt_text(job.prompts[i])) if matcher else []
+                job.mentions.update(names)
                 if names and self.settings.prompt_filter:
-                    refused = True
-                    results[id(job)][i] = Answer(self.settings.refusal, "stop", prompt_tokens[(id(job), i)],
-                                                 self._count(self.settings.refusal))
+                    job.refused = True
+                    job.answers[i] = Answer(self.settings.refusal, "stop", job.prompt_tokens[i],
+                                            self._count(self.settings.refusal))
                 else:
                     pending.setdefault(job.key(), []).append((job, i))
-            if refused:
-                self.stats["refused_prompt"] += 1
-                events.append(GuardEvent("guard.refused_prompt", job.request_id, prompt_hash(job.audit_prompt),
-                                         tuple(sorted(job_mentions)), version,
-                                         {"route": job.route, "guard": self.stack.kind}))
-            elif job_mentions:
-                mentioned[id(job)] = sorted(job_mentions)
+            job.next_prompt = min(len(job.prompts), job.next_prompt + turn)
 
         failed: set[int] = set()
         for key, items in pending.items():
-            live = [(j, i) for j, i in items if id(j) not in failed]
+            live = [(j, i) for j, i in items if id(j) not in failed and not j.expired()]
             texts = self._generate(model, live, key)
             for (job, i), text in zip(live, texts):
                 if isinstance(text, BaseException):
                     failed.add(id(job))
                     _fail(job, _internal_error())
                     continue
-                results[id(job)][i] = self._finish(job, i, text, prompt_tokens[(id(job), i)])
+                job.answers[i] = self._finish(job, i, text, job.prompt_tokens[i])
 
         for job in jobs:
-            answers = results.get(id(job))
-            if answers is None or id(job) in failed or job.future.done():
+            if id(job) in failed or job.future.done() or job.prompt_tokens is None:
                 continue
-            leaked = sorted({n for a in answers for n in a.leaked})
+            if job.next_prompt < len(job.prompts):
+                if job.expired():
+                    self._live([job])
+                else:
+                    self.stats["turns_deferred"] += 1
+                    self._carry.append(job)
+                continue
+            answers = job.answers
+            if any(a is None for a in answers):  # a prompt skipped because the request expired meanwhile
+                self._live([job])
+                continue
             detail = {"route": job.route, "guard": self.stack.kind}
-            if leaked:
+            leaked = sorted({n for a in answers for n in a.leaked})
+            if job.refused:
+                self.stats["refused_prompt"] += 1
+                events.append(GuardEvent("guard.refused_prompt", job.request_id, prompt_hash(job.audit_prompt),
+                                         tuple(sorted(job.mentions)), version, detail))
+            elif leaked:
                 self.stats["filtered_output"] += 1
                 events.append(GuardEvent("guard.filtered_output", job.request_id, prompt_hash(job.audit_prompt),
                                          tuple(leaked), version, detail))
-            elif mentioned.get(id(job)):
+            elif job.mentions:
                 events.append(GuardEvent("guard.applied", job.request_id, prompt_hash(job.audit_prompt),
-                                         tuple(mentioned[id(job)]), version, detail))
+                                         tuple(sorted(job.mentions)), version, detail))
             _resolve(job, answers)
         if events:
             try:
                 self.registry.record_events(events)
             except Exception:  # the answer is already computed; an audit failure must be visible
                 log.exception("could not write %d guard events to the audit log", len(events))
+
+    def _checked_prompt_tokens(self, job: Job, prompt: Prompt) -> int:
+        n_prompt = self._count_prompt(prompt, job.chat)
+        if self.context_limit and n_prompt + job.max_new_tokens > self.context_limit:
+            raise APIError(
+                400, f"this model's context is {self.context_limit} tokens; the prompt has {n_prompt} "
+                f"and max_tokens asks for {job.max_new_tokens}: shorten the prompt or lower max_tokens",
+                param="messages" if job.chat else "prompt", code="context_length_exceeded")
+        return n_prompt
 
     def _generate(self, model, items: list[tuple[Job, int]], key: tuple) -> list:
         """One generate call for a group; on failure, each prompt alone (one bad prompt

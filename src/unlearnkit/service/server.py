@@ -48,7 +48,8 @@ def run_server(settings: ServeSettings, model: LanguageModel | None = None) -> N
 def serve(model: str | None = None, guard: str = "prompt", host: str = "127.0.0.1", port: int = 8000,
           db: str | Path | None = None, options: dict[str, str] | None = None, api_key: str | None = None,
           max_tokens: int | None = None, max_request_bytes: int | None = None, prompt_filter: bool = True,
-          log_level: str = "info") -> None:
+          log_level: str = "info", request_timeout_s: float | None = None, max_request_tokens: int | None = None,
+          max_prompts_per_turn: int | None = None) -> None:
     """What ``unlearnkit serve`` calls. The admin token comes from UNLEARNKIT_ADMIN_TOKEN
     (and the optional chat key from UNLEARNKIT_API_KEY unless ``api_key`` is given);
     raises ``ConfigError`` on bad settings before anything is loaded."""
@@ -56,6 +57,8 @@ def serve(model: str | None = None, guard: str = "prompt", host: str = "127.0.0.
         model=model, guard=guard, host=host, port=port, db_path=Path(db) if db else Path(DEFAULT_DB),
         guard_options=dict(options or {}), api_key=api_key, max_tokens_limit=max_tokens,
         max_request_bytes=max_request_bytes, prompt_filter=prompt_filter, log_level=log_level,
+        request_timeout_s=request_timeout_s, max_request_tokens=max_request_tokens,
+        max_prompts_per_turn=max_prompts_per_turn,
     )
     # Fail on an unavailable guard before loading the model.
     if settings.guard != "none":

@@ -65,6 +65,11 @@ class ServeSettings:
     # of 16 costs far less than a batch of 2 followed by one of 14. A lone client never waits.
     batch_wait_ms: float = 50.0
     max_queue: int = 512  # queued requests beyond this get 429
+    # Fairness: a request's prompts are answered at most this many per turn; the rest wait behind the requests
+    # that arrived meanwhile, so one client's big batch cannot hold everyone else for its whole length.
+    max_prompts_per_turn: int = 4
+    max_request_tokens: int = 16_384  # prompts x max_tokens of one request (larger: 400)
+    request_timeout_s: float = 300.0  # a request not answered by then gets a 504; its remaining work is dropped
     # enforcement
     prompt_filter: bool = True  # refuse without generating when a prompt names a target
     output_filter: bool = True  # refuse when an answer names a target or quotes a fact
@@ -92,9 +97,12 @@ class ServeSettings:
             raise ConfigError(f"{ADMIN_TOKEN_ENV} and {API_KEY_ENV} must differ: a chat client must not be able "
                               "to change the target registry")
         for name in ("max_request_bytes", "max_admin_request_bytes", "max_tokens_limit", "default_max_tokens",
-                     "max_n", "max_batch_size", "max_queue", "max_targets_per_request"):
+                     "max_n", "max_batch_size", "max_queue", "max_targets_per_request", "max_prompts_per_turn",
+                     "max_request_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"serve setting '{name}' must be at least 1")
+        if not float(self.request_timeout_s) > 0:
+            raise ConfigError(f"serve setting 'request_timeout_s' must be > 0 (got {self.request_timeout_s})")
         if self.default_max_tokens > self.max_tokens_limit:
             self.default_max_tokens = self.max_tokens_limit
         if not (0 <= int(self.port) <= 65535):

@@ -1,0 +1,136 @@
+"""The gateway's worker under one heavy client: fair turns, abandoned work dropped, deadlines, token caps."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from unlearnkit.models.base import LanguageModel
+from unlearnkit.service import ServeSettings, start_background_server
+from unlearnkit.service.engine import Engine, Job
+from unlearnkit.service.guard_stack import GuardStack
+from unlearnkit.service.registry import TargetRegistry
+from unlearnkit.service.schemas import APIError
+
+
+class SlowModel(LanguageModel):
+    """Answers "ok" after ``delay`` seconds per prompt; records every generate call's prompts."""
+
+    name = "slow"
+
+    def __init__(self, delay: float = 0.05):
+        self.delay = delay
+        self.calls: list[list[str]] = []
+        self.started = threading.Event()
+
+    def score(self, prompts, answers, **kwargs):  # pragma: no cover - the gateway never scores
+        raise NotImplementedError
+
+    def generate(self, prompts, **kwargs):
+        self.calls.append([str(p if isinstance(p, str) else p[-1]["content"]) for p in prompts])
+        self.started.set()
+        time.sleep(self.delay * len(prompts))
+        return ["ok"] * len(prompts)
+
+    def describe(self):
+        return {"name": self.name, "kind": "test"}
+
+
+def _engine(tmp_path, model, **kw) -> Engine:
+    settings = ServeSettings(guard="none", db_path=tmp_path / "r.db", log_level="warning", **kw)
+    engine = Engine(GuardStack(model, "none"), TargetRegistry(settings.db_path), settings)
+    engine.start(timeout=10)
+    return engine
+
+
+def _job(rid: str, n: int, max_new: int = 8) -> Job:
+    return Job(rid, "completions", [f"{rid}-{i}" for i in range(n)], chat=False, max_new_tokens=max_new)
+
+
+def test_a_big_request_takes_turns_with_a_small_one(tmp_path):
+    model = SlowModel(delay=0.05)
+    engine = _engine(tmp_path, model, max_prompts_per_turn=4, batch_wait_ms=0)
+    try:
+        big = engine.submit(_job("big", 16))
+        assert model.started.wait(5)
+        small = engine.submit(_job("small", 1))
+        small.result(timeout=10)
+        assert not big.done()  # the small request did not wait for all 16
+        assert len(big.result(timeout=10)) == 16
+        first_small = next(k for k, c in enumerate(model.calls) if "small-0" in c)
+        assert first_small <= 2  # at most one turn of the big request before it
+        assert max(len(c) for c in model.calls) <= 5  # never all 16 at once
+        assert engine.stats["turns_deferred"] >= 3
+    finally:
+        engine.stop()
+
+
+def test_abandoned_request_is_dropped_between_turns(tmp_path):
+    model = SlowModel(delay=0.05)
+    engine = _engine(tmp_path, model, max_prompts_per_turn=2)
+    try:
+        job = _job("gone", 16)
+        future = engine.submit(job)
+        assert model.started.wait(5)
+        job.abandon()
+        with pytest.raises(APIError) as err:
+            future.result(timeout=10)
+        assert err.value.status == 504
+        generated = sum(len(c) for c in model.calls)
+        assert generated <= 4  # the turn running when it was abandoned, at most one more
+        assert engine.stats["abandoned"] == 1
+        # The worker is free for the next client at once.
+        assert engine.submit(_job("next", 1)).result(timeout=5) is not None
+    finally:
+        engine.stop()
+
+
+def test_deadline_ends_a_request_that_runs_too_long(tmp_path):
+    model = SlowModel(delay=0.2)
+    engine = _engine(tmp_path, model, max_prompts_per_turn=1, request_timeout_s=0.3)
+    try:
+        with pytest.raises(APIError) as err:
+            engine.submit(_job("slow", 10)).result(timeout=10)
+        assert err.value.status == 504 and err.value.code == "timeout"
+        assert sum(len(c) for c in model.calls) < 10
+    finally:
+        engine.stop()
+
+
+def test_token_cap_per_request(tmp_path):
+    engine = _engine(tmp_path, SlowModel(), max_request_tokens=100)
+    try:
+        with pytest.raises(APIError) as err:
+            engine.submit(_job("huge", 4, max_new=30))
+        assert err.value.status == 400 and err.value.code == "request_too_large"
+        assert "max_tokens" in str(err.value)
+        assert len(engine.submit(_job("fits", 3, max_new=30)).result(timeout=5)) == 3
+    finally:
+        engine.stop()
+
+
+def test_http_deadline_is_a_504_in_openai_error_format(tmp_path):
+    settings = ServeSettings(guard="none", db_path=tmp_path / "r.db", log_level="warning", request_timeout_s=0.5,
+                             max_prompts_per_turn=1)
+    handle = start_background_server(settings, SlowModel(delay=0.4))
+    try:
+        t0 = time.perf_counter()
+        r = httpx.post(handle.url + "/v1/completions", json={"model": "slow", "prompt": ["a"] * 8, "max_tokens": 4},
+                       timeout=30)
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "timeout"
+        assert time.perf_counter() - t0 < 3.0  # not the 3.2 s the whole request would take
+    finally:
+        handle.stop()
+
+
+@pytest.mark.parametrize("field, value", [("max_prompts_per_turn", 0), ("max_request_tokens", 0),
+                                          ("request_timeout_s", 0)])
+def test_scheduling_settings_are_validated(tmp_path, field, value):
+    from unlearnkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        ServeSettings(db_path=tmp_path / "r.db", **{field: value})
