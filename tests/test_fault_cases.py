@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unlearnkit.cli import app
-from unlearnkit.errors import ModelLoadError
+from unlearnkit.errors import DataError, ModelLoadError
 
 runner = CliRunner()
 
@@ -89,3 +89,46 @@ def test_prompting_instruction_is_checked_when_the_method_is_built(instruction, 
     with pytest.raises(ConfigError, match=says):
         build_method("prompting", {"instruction": instruction})
     assert build_method("prompting", {"instruction": "Keep {targets} secret; {{braces}} are fine."})
+
+
+def test_a_huge_field_is_refused_at_load_naming_the_record(tmp_path):
+    from unlearnkit.data.loading import MAX_FIELD_CHARS, load_split
+
+    rows = [{"question": "q1", "answer": "a1"}, {"question": "q2", "answer": "x" * (MAX_FIELD_CHARS + 1)}]
+    (tmp_path / "forget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"forget.jsonl.*2.*'answer'.*characters"):
+        load_split(tmp_path, "forget")
+
+
+def test_scoring_beyond_the_context_is_a_clear_error(tiny_lm):
+    limit = tiny_lm.context_length
+    assert limit and limit > 0
+    with pytest.raises(DataError, match="beyond the model's context"):
+        tiny_lm.score(["q", "q"], ["short", "word " * (limit + 10)])
+
+
+@pytest.mark.parametrize("case, needle", [("corrupt", "corrupt or truncated"), ("mismatch", "does not match"),
+                                          ("no_tokenizer", "tokenizer")])
+def test_damaged_model_directories_are_one_clear_error(tmp_path, case, needle):
+    import shutil
+
+    from unlearnkit.models.loading import load_model
+    from unlearnkit.models.tiny import load_tiny
+
+    good = tmp_path / "good"
+    load_tiny().save(good)
+    bad = tmp_path / case
+    shutil.copytree(good, bad)
+    if case == "corrupt":
+        weights = bad / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif case == "mismatch":
+        config = json.loads((bad / "config.json").read_text())
+        config["hidden_size"] *= 2
+        (bad / "config.json").write_text(json.dumps(config))
+    else:
+        for p in bad.glob("tokenizer*"):
+            p.unlink()
+    with pytest.raises(ModelLoadError, match=needle) as err:
+        load_model(bad)
+    assert str(bad) in str(err.value)

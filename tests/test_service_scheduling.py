@@ -134,3 +134,23 @@ def test_scheduling_settings_are_validated(tmp_path, field, value):
 
     with pytest.raises(ConfigError, match=field):
         ServeSettings(db_path=tmp_path / "r.db", **{field: value})
+
+
+def test_health_is_503_when_the_upstream_endpoint_is_down(tmp_path):
+    import socket
+
+    from unlearnkit.models.remote import OpenAIChatModel
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    upstream = OpenAIChatModel(f"http://127.0.0.1:{port}/v1", "m", max_retries=0, timeout=1.0)
+    assert upstream.health() is not None
+    settings = ServeSettings(guard="none", db_path=tmp_path / "r.db", log_level="warning")
+    handle = start_background_server(settings, upstream)
+    try:
+        r = httpx.get(handle.url + "/health", timeout=10)
+        assert r.status_code == 503 and r.json()["status"] == "upstream_unavailable"
+        assert str(port) not in r.text  # the upstream's address is not disclosed
+    finally:
+        handle.stop()

@@ -110,6 +110,19 @@ def _strings(location: str, field: str, value: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+MAX_FIELD_CHARS = 200_000  # about 50k tokens: beyond the context of any model unlearnkit scores
+
+
+def _check_length(location: str, row: dict) -> None:
+    for field, value in row.items():
+        values = value if isinstance(value, list) else [value]
+        longest = max((len(v) for v in values if isinstance(v, str)), default=0)
+        if longest > MAX_FIELD_CHARS:
+            raise DataError(f"{location}: field '{field}' holds {longest:,} characters, more than the "
+                            f"{MAX_FIELD_CHARS:,} a record may hold (far beyond any model's context): split or "
+                            "shorten that record")
+
+
 def _record(location: str, row: Any) -> QARecord:
     if not isinstance(row, dict):
         raise DataError(f"{location}: expected a JSON object with 'question' and 'answer', got "
@@ -120,6 +133,7 @@ def _record(location: str, row: Any) -> QARecord:
             what = "is missing" if field not in row else f"must be a non-empty string (got {value!r:.40})"
             raise DataError(f"{location}: field '{field}' {what}; every record needs a non-empty 'question' and "
                             "'answer' (TOFU field names): fix the record or rename its fields")
+    _check_length(location, row)
     for field in OPTIONAL_TEXT_FIELDS:
         value = row.get(field)
         if value is not None and not isinstance(value, str):

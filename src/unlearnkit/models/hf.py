@@ -165,12 +165,31 @@ class HFLanguageModel(LanguageModel):
         return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
     # -- scoring -----------------------------------------------------------------
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens one sequence may hold (the config's ``max_position_embeddings``), None if unknown."""
+        value = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return int(value) if value else None
+
+    def _check_fits(self, pairs, what: str = "answer") -> None:
+        """A clear error instead of an attempt to allocate a sequence beyond the model's context."""
+        limit = self.context_length
+        if not limit:
+            return
+        for i, (p, a) in enumerate(pairs):
+            if len(p) + len(a) > limit:
+                from unlearnkit.errors import DataError
+
+                raise DataError(f"{what} {i} of {len(pairs)} is {len(p) + len(a):,} tokens with its prompt, beyond "
+                                f"the model's context of {limit:,} tokens: shorten or drop that record")
+
     @torch.no_grad()
     def score(self, prompts, answers, *, chat=True, batch_size=16, progress=None) -> list[AnswerScores]:
         """Per-token scores of each answer's labels; prompts shared by several answers are read once."""
         if len(prompts) != len(answers):
             raise ValueError(f"score() got {len(prompts)} prompts but {len(answers)} answers")
         pairs = [self.pair_ids(p, a, chat) for p, a in zip(prompts, answers)]
+        self._check_fits(pairs)
         with onednn_linears(self.model):
             if supports_fast_path(self.model):
                 # about batch_size answers of ~32 tokens per forward, packed without padding
@@ -256,6 +275,8 @@ class HFLanguageModel(LanguageModel):
                                   progress=progress))
         pairs = [self.pair_ids(p, a) for p, a in zip(score_prompts, score_answers)]
         gen_ids = [self.prompt_ids(p) for p in gen_prompts]
+        self._check_fits(pairs)
+        self._check_fits([(ids, [0] * max_new_tokens) for ids in gen_ids], what="generation prompt (+ max_new_tokens)")
         owner = {}
         for j, ids in enumerate(gen_ids):
             owner.setdefault(tuple(ids), j)

@@ -108,7 +108,23 @@ def _load_dir(path: Path, name: str, device: str | None = None) -> LanguageModel
             model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise ModelLoadError(f"could not load the model in '{path}': {exc}") from exc
+    except Exception as exc:  # safetensors / shape errors: say which file is wrong and what to do
+        text = f"{type(exc).__name__}: {exc}"
+        if "safetensor" in text.lower() or "deserializ" in text.lower() or "header" in text.lower():
+            why = "a weights file is corrupt or truncated (" + text.splitlines()[0][:200] + ")"
+        elif "mismatch" in text.lower() or "size" in text.lower():
+            why = "config.json does not match the saved weights (tensor shapes differ)"
+        else:
+            why = text.splitlines()[0][:300]
+        raise ModelLoadError(f"could not load the model in '{path}': {why}; restore the directory from the run "
+                             "that made it (or re-run it), or point --model at another copy") from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        files = sorted(p.name for p in path.glob("tokenizer*")) or ["none"]
+        raise ModelLoadError(f"could not load the tokenizer in '{path}' (tokenizer files there: {', '.join(files)}): "
+                             "copy tokenizer.json and tokenizer_config.json from the base model into that directory"
+                             ) from exc
     return HFLanguageModel(model.to(dev), tokenizer, name=name, chat_format=ChatFormat.load(path))

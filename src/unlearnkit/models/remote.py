@@ -147,6 +147,16 @@ class OpenAIChatModel(LanguageModel):
             pass
         return "default"
 
+    def health(self, timeout: float = 2.0) -> str | None:
+        """None when the endpoint answers ``GET /models`` within ``timeout`` (one try), else why not."""
+        import httpx
+
+        try:
+            response = self._client.get(self.base_url + "/models", timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}"
+        return None if response.status_code < 500 else f"HTTP {response.status_code}"
+
     def describe(self) -> dict:
         return {"name": self.name, "kind": type(self).__name__, "base_url": self.base_url,
                 "model": self._model, "api_key_env": self.api_key_env}

@@ -150,11 +150,16 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         return f"admin:{who}" if who else "admin"
 
     # -- public routes ------------------------------------------------------------------
+    upstream_check = _upstream_health(model)
+
     @app.get("/health")
     async def health():
-        ok = engine.alive
-        return JSONResponse({"status": "ok" if ok else "unavailable", "model": served},
-                            status_code=200 if ok else 503)
+        """200 when the worker runs and the upstream answers; 503 otherwise (without the upstream's address)."""
+        if not engine.alive:
+            return JSONResponse({"status": "unavailable", "model": served}, status_code=503)
+        if upstream_check is not None and await run_in_threadpool(upstream_check) is not None:
+            return JSONResponse({"status": "upstream_unavailable", "model": served}, status_code=503)
+        return JSONResponse({"status": "ok", "model": served})
 
     @app.get("/v1/models")
     async def list_models(request: Request):
@@ -265,8 +270,11 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
 
 def _base_name(model: LanguageModel) -> str:
+    """The id clients see: the upstream's name; for an endpoint its model name only, never its address."""
     while getattr(model, "base", None) is not None:
         model = model.base
+    if hasattr(model, "base_url"):
+        return str(getattr(model, "_model", None) or "model")
     return getattr(model, "name", "model") or "model"
 
 
@@ -371,6 +379,26 @@ def _sampling(req) -> dict[str, Any]:
 
 
 DISCONNECT_POLL_S = 0.25
+HEALTH_CACHE_S = 2.0
+
+
+def _upstream_health(model):
+    """A cached ``health()`` of the endpoint at the bottom of the guard chain, or None for a local model."""
+    inner, depth = model, 0
+    while getattr(inner, "base", None) is not None and depth < 16:
+        inner, depth = inner.base, depth + 1
+    check = getattr(inner, "health", None)
+    if not callable(check):
+        return None
+    last: dict[str, Any] = {"at": -HEALTH_CACHE_S, "value": None}
+
+    def cached() -> str | None:
+        now = time.monotonic()
+        if now - last["at"] >= HEALTH_CACHE_S:
+            last["value"], last["at"] = check(), now
+        return last["value"]
+
+    return cached
 
 
 async def _answer(engine: Engine, job: Job, request: Request | None = None) -> list[Answer]:
