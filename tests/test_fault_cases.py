@@ -132,3 +132,44 @@ def test_damaged_model_directories_are_one_clear_error(tmp_path, case, needle):
     with pytest.raises(ModelLoadError, match=needle) as err:
         load_model(bad)
     assert str(bad) in str(err.value)
+
+
+def test_eval_out_that_is_a_directory_fails_before_evaluating(tmp_path):
+    out = tmp_path / "already-a-dir"
+    out.mkdir()
+    result = CliRunner().invoke(app, ["eval", "--model", "tiny", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "is a directory" in result.output and "give a file name" in result.output
+
+
+def test_full_disk_during_a_checkpoint_leaves_no_half_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from unlearnkit.errors import OutputError
+    from unlearnkit.training.checkpoint import save_checkpoint
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 177664 vs 177616")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    param = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.AdamW([param])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    with pytest.raises(OutputError, match="disk is full.*free space"):
+        save_checkpoint(tmp_path, 1, "fp", [("w", param)], opt, sched)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".checkpoint")]
+
+
+def test_write_failure_names_the_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import errno
+
+    from unlearnkit import io
+    from unlearnkit.errors import OutputError
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "respect_umask", no_space)
+    with pytest.raises(OutputError, match=r"result.json: the disk is full"):
+        io.write_json_atomic(tmp_path / "result.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []

@@ -250,9 +250,10 @@ def evaluate(
     def go():
         from unlearnkit.data import load_task
         from unlearnkit.evaluation.tofu import EvalConfig, evaluate_tofu
-        from unlearnkit.io import read_result, write_json_atomic
+        from unlearnkit.io import check_writable, read_result, write_json_atomic
         from unlearnkit.reports.summary import print_summary
 
+        check_writable(out, "--out file")  # before the evaluation, not after
         spec = _model_path(model)
         task = load_task(_data_dir(data), forget=forget, eval_limit=eval_limit)
         ref = read_result(reference, "reference") if reference else None  # before the evaluation, not after
@@ -283,9 +284,10 @@ def _coerce(value: str):
 def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=None, labels=None, pad_mask=None):
     from unlearnkit.errors import ConfigError
     from unlearnkit.evaluation.suites.registry import run_suite, suite_options
-    from unlearnkit.io import write_json_atomic
+    from unlearnkit.io import check_writable, write_json_atomic
     from unlearnkit.models import load_model
 
+    check_writable(out, "--out file")
     options = {k: _coerce(v) for k, v in _parse_opts(opts).items()}
     allowed = suite_options(suite)
     if "batch_size" in allowed:

@@ -19,3 +19,7 @@ class ConfigError(UnlearnkitError, ValueError):
 
 class TrainingDivergedError(UnlearnkitError, RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class OutputError(UnlearnkitError, OSError):
+    """An output cannot be written: no space, a read-only or unwritable place, a directory where a file goes."""

@@ -25,17 +25,62 @@ def respect_umask(path: str | Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
+def output_failure(exc: BaseException, path: str | Path, what: str = "output") -> Exception:
+    """An ``OutputError`` that names ``path``, the cause (no space, read-only, no permission) and the fix."""
+    import errno
+
+    from unlearnkit.errors import OutputError
+
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOSPC or "No space" in text or "unexpected pos" in text or "file write failed" in text:
+        why, fix = "the disk is full", "free space there, or choose another location"
+    elif code == errno.EROFS:
+        why, fix = "the file system is read-only", "choose a writable location"
+    elif code in (errno.EACCES, errno.EPERM):
+        why, fix = "permission denied", "choose a location you may write to, or fix its permissions"
+    elif code == errno.EISDIR or (Path(path).is_dir() and what == "output file"):
+        why, fix = "it is a directory", "give a file name"
+    else:
+        why, fix = f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}", "check that location"
+    return OutputError(f"could not write the {what} {path}: {why}; {fix}")
+
+
+def check_writable(path: str | Path, what: str = "output file", is_dir: bool = False) -> Path:
+    """Fail now, not after an hour of work, when ``path`` cannot be written (creating its parents)."""
+    path = Path(path)
+    if not is_dir and path.is_dir():
+        from unlearnkit.errors import OutputError
+
+        raise OutputError(f"could not write the {what} {path}: it is a directory; give a file name")
+    folder = path if is_dir else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".unlearnkit-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise output_failure(exc, path, what) from exc
+    return path
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         respect_umask(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise output_failure(exc, path, "output file") from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

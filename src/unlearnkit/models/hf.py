@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.base import LanguageModel, Prompt, as_messages
 from unlearnkit.models.chat_format import ChatFormat, has_template, labelled_ids, transcript
 from unlearnkit.models import vllm_generation
@@ -390,9 +391,14 @@ class HFLanguageModel(LanguageModel):
 
 def save_model_dir(model, tokenizer, path: str | Path, chat_format: ChatFormat | None = None) -> Path:
     """save_pretrained into a sibling temp dir, then swap it in: never a half-written model."""
+    from unlearnkit.io import output_failure
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise output_failure(exc, path, "model directory") from exc
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:
@@ -409,6 +415,10 @@ def save_model_dir(model, tokenizer, path: str | Path, chat_format: ChatFormat |
         tmp.rename(path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except (OSError, RuntimeError) as exc:  # a full disk or unwritable place: the old model stays as it was
+        if isinstance(exc, UnlearnkitError):
+            raise
+        raise output_failure(exc, path, "model directory") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)

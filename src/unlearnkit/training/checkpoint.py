@@ -17,13 +17,22 @@ CHECKPOINT = "checkpoint"
 
 def save_checkpoint(out_dir: Path, step: int, fingerprint: str, named_params, optimizer, scheduler,
                     extra: dict | None = None) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from unlearnkit.io import output_failure
+
     final = out_dir / CHECKPOINT
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out_dir))
-    torch.save({name: p.detach().cpu() for name, p in named_params}, tmp / "trainable.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state()}, tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, **(extra or {})}))
+    tmp = None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out_dir))
+        torch.save({name: p.detach().cpu() for name, p in named_params}, tmp / "trainable.pt")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state()}, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, **(extra or {})}))
+    except (OSError, RuntimeError) as exc:  # a full disk surfaces from torch.save as RuntimeError("unexpected pos")
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        err = output_failure(exc, out_dir / CHECKPOINT, "checkpoint")
+        raise type(err)(f"{err} (the last complete checkpoint, if any, is kept: the run resumes from it)") from exc
     old = None
     if final.exists():
         old = out_dir / f".checkpoint.old-{os.getpid()}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from unlearnkit.io import read_json, write_json_atomic
+from unlearnkit.io import check_writable, read_json, write_json_atomic
 from unlearnkit.methods.finetune import FineTune
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import Trainer
@@ -46,6 +46,7 @@ def finetune(lm, records, out_dir: str | Path, config: TrainConfig | None = None
         if info.get("key") == key:
             console.print(f"[dim]{label}: cached model in {out_dir / 'model'}[/dim]")
             return load_model(out_dir / "model"), info, True
+    check_writable(out_dir, "output directory", is_dir=True)
     t0 = time.perf_counter()
     trainer = Trainer(FineTune(), lm, records, None, config, out_dir, progress=label)
     model = trainer.run()

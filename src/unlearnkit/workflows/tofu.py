@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from unlearnkit.errors import ConfigError
-from unlearnkit.io import read_json, write_json_atomic, write_text_atomic
+from unlearnkit.io import check_writable, read_json, write_json_atomic, write_text_atomic
 from unlearnkit.methods.registry import build_method
 from unlearnkit.models.loading import load_model
 from unlearnkit.reports.table import comparison_row, markdown_table, print_table
@@ -153,7 +153,7 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out_dir: str | Path = "runs/tofu", 
     the results files are rewritten after every method, marked ``partial`` until the end."""
     console = console or Console()
     check_config(cfg)
-    out_dir = Path(out_dir)
+    out_dir = check_writable(Path(out_dir), "output directory", is_dir=True)
     t_start = time.perf_counter()
     models = prepare_tofu_models(cfg.setup, console)
     phases = models.seconds

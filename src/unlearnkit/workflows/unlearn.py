@@ -65,10 +65,13 @@ def unlearn(model, task, method, train: TrainConfig, out_dir: str | Path, model_
     guards write ``out_dir/guard.json``. Both directories load with ``load_model``.
     Returns (result model, run record).
     """
+    from unlearnkit.io import check_writable
+
     out_dir = Path(out_dir)
     check_out_dir(out_dir, model_spec)
     check_not_foreign(out_dir, method.name)
     train.validate()
+    check_writable(out_dir, "output directory", is_dir=True)
     with output_lock(out_dir):
         return _unlearn_locked(model, task, method, train, out_dir, model_spec)
 
