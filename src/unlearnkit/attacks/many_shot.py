@@ -14,23 +14,12 @@ from collections.abc import Callable, Sequence
 
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped
 from unlearnkit.data.records import QARecord
-from unlearnkit.models.base import Prompt
-
-
-def find_hf(model) -> object | None:
-    """The weight-backed model under ``model`` (itself, or a guard's ``base``, recursively)."""
-    seen = 0
-    while model is not None and seen < 8:
-        if hasattr(model, "prompt_ids") and hasattr(model, "tokenizer"):
-            return model
-        model = getattr(model, "base", None)
-        seen += 1
-    return None
+from unlearnkit.models.base import Prompt, weights_model
 
 
 def model_token_counter(model) -> tuple[Callable[[Prompt], int], int | None]:
     """(count tokens of a chat prompt as the model sees it, the model's context length or None)."""
-    hf = find_hf(model)
+    hf = weights_model(model)
     if hf is None:
         return (lambda p: approx_tokens(p)), None
     limit = getattr(getattr(getattr(hf, "model", None), "config", None), "max_position_embeddings", None)

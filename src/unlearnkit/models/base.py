@@ -39,6 +39,31 @@ def last_user_message(prompt: Prompt) -> str:
     return ""
 
 
+MAX_WRAP_DEPTH = 16  # guards around guards: deeper chains are treated as cycles
+
+
+def chain(model):
+    """``model``, then the model it wraps, and so on down to the leaf (at most ``MAX_WRAP_DEPTH``)."""
+    seen = 0
+    while model is not None and seen < MAX_WRAP_DEPTH:
+        yield model
+        model = getattr(model, "inner", None) if isinstance(model, LanguageModel) else getattr(model, "base", None)
+        seen += 1
+
+
+def leaf(model):
+    """The model at the bottom of a guard chain: the one whose weights (or endpoint) answer."""
+    last = model
+    for m in chain(model):
+        last = m
+    return last
+
+
+def weights_model(model):
+    """The first model in the chain with a local tokenizer (a weight-backed model), or None (an endpoint)."""
+    return next((m for m in chain(model) if hasattr(m, "tokenizer") and hasattr(m, "prompt_ids")), None)
+
+
 class LanguageModel(ABC):
     """Batched scoring and generation over chat prompts.
 
@@ -76,6 +101,17 @@ class LanguageModel(ABC):
         progress: str | None = None,
     ) -> list[str]:
         """Continue each prompt; greedy unless ``do_sample``."""
+
+    @property
+    def inner(self) -> LanguageModel | None:
+        """The model this one wraps (a guard's ``base``); None for a leaf: weights or an endpoint."""
+        return getattr(self, "base", None)
+
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens one sequence may hold, when known."""
+        inner = self.inner
+        return inner.context_length if inner is not None else None
 
     @property
     def editable(self) -> bool:

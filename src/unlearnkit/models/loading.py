@@ -72,8 +72,9 @@ def set_chat_format(model: LanguageModel, system_prompt: str | None = None, labe
     Applies to the weight-backed model itself, or to the one a guard wraps; an endpoint
     (no local tokenizer) keeps its own prompt handling and only takes ``system_prompt``.
     """
-    inner, depth = model, 0
-    while inner is not None and depth < 16:
+    from unlearnkit.models.base import chain
+
+    for inner in chain(model):
         fmt = getattr(inner, "chat_format", None)
         if fmt is not None:
             inner.chat_format = fmt.with_overrides(system_prompt=... if system_prompt is None else system_prompt,
@@ -82,7 +83,6 @@ def set_chat_format(model: LanguageModel, system_prompt: str | None = None, labe
         if system_prompt is not None and hasattr(inner, "system_prompt") and not hasattr(inner, "base"):
             inner.system_prompt = system_prompt or None
             return model
-        inner, depth = getattr(inner, "base", None), depth + 1
     return model
 
 

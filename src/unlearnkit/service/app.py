@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from unlearnkit.models.base import LanguageModel
+from unlearnkit.models.base import LanguageModel, leaf
 from unlearnkit.service.engine import Answer, Engine, Job
 from unlearnkit.service.guard_stack import GuardStack
 from unlearnkit.service.registry import TargetRegistry
@@ -271,8 +271,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
 def _base_name(model: LanguageModel) -> str:
     """The id clients see: the upstream's name; for an endpoint its model name only, never its address."""
-    while getattr(model, "base", None) is not None:
-        model = model.base
+    model = leaf(model)
     if hasattr(model, "base_url"):
         return str(getattr(model, "_model", None) or "model")
     return getattr(model, "name", "model") or "model"
@@ -384,10 +383,7 @@ HEALTH_CACHE_S = 2.0
 
 def _upstream_health(model):
     """A cached ``health()`` of the endpoint at the bottom of the guard chain, or None for a local model."""
-    inner, depth = model, 0
-    while getattr(inner, "base", None) is not None and depth < 16:
-        inner, depth = inner.base, depth + 1
-    check = getattr(inner, "health", None)
+    check = getattr(leaf(model), "health", None)
     if not callable(check):
         return None
     last: dict[str, Any] = {"at": -HEALTH_CACHE_S, "value": None}

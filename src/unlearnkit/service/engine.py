@@ -378,9 +378,7 @@ class Engine:
     # -- token counting (worker thread only) ------------------------------------------
     def _model_context(self) -> int | None:
         m = self._tok_model
-        cfg = getattr(getattr(m, "model", None), "config", None)
-        value = getattr(cfg, "max_position_embeddings", None)
-        return int(value) if value else None
+        return m.context_length if m is not None else None
 
     def _count(self, text: str) -> int:
         m = self._tok_model

@@ -24,7 +24,7 @@ from typing import Any
 from unlearnkit.data.target_matching import TargetMatcher
 from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
-from unlearnkit.models.base import LanguageModel
+from unlearnkit.models.base import LanguageModel, weights_model
 
 GUARD_METHODS = {"prompting": "prompting", "eco": "eco", "alu": "alu"}
 
@@ -130,11 +130,5 @@ class GuardStack:
 
 
 def tokenizer_model(model: LanguageModel):
-    """The innermost model with a tokenizer (walking guards' ``base``), or None."""
-    seen = 0
-    while model is not None and seen < 16:
-        if hasattr(model, "tokenizer") and hasattr(model, "prompt_ids"):
-            return model
-        model = getattr(model, "base", None)
-        seen += 1
-    return None
+    """The model in the guard chain with a local tokenizer, or None (an endpoint)."""
+    return weights_model(model)

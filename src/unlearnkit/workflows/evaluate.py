@@ -23,8 +23,9 @@ def model_fingerprint(model) -> str:
     import torch
 
     parts: list[str] = []
-    inner, depth = model, 0
-    while inner is not None and depth < 8:
+    from unlearnkit.models.base import chain
+
+    for inner in chain(model):
         module = getattr(inner, "model", None)
         if isinstance(module, torch.nn.Module):
             parts.append(type(module).__name__)
@@ -39,7 +40,6 @@ def model_fingerprint(model) -> str:
                                  "options": asdict(options) if is_dataclass(options) else None,
                                  "targets": sorted(str(getattr(t, "name", t)) for t in targets)},
                                 sort_keys=True, default=str))
-        inner, depth = getattr(inner, "base", None), depth + 1
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

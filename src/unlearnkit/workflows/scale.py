@@ -40,6 +40,7 @@ from typing import Any
 
 from unlearnkit.data.records import QARecord
 from unlearnkit.errors import ConfigError
+from unlearnkit.models.base import leaf
 
 DEFAULT_SIZES = (1, 10, 100, 1000)
 
@@ -141,15 +142,6 @@ def _token_counter(lm) -> tuple[Callable[[Any, bool], int], Callable[[str], int]
     return (lambda p, chat: approx_tokens(p)), (lambda text: max(1, len(text) // 4) if text else 0)
 
 
-def bottom_model(model):
-    """The model that actually runs (a guard's ``base``, recursively)."""
-    seen = 0
-    while hasattr(model, "base") and model.base is not None and seen < 8:
-        model = model.base
-        seen += 1
-    return model
-
-
 @contextmanager
 def count_calls(model):
     """Count the calls and tokens reaching the underlying model while the block runs.
@@ -158,7 +150,7 @@ def count_calls(model):
     restored afterwards. Backends a guard keeps elsewhere (e.g. a remote judge) are
     not counted.
     """
-    lm = bottom_model(model)
+    lm = leaf(model)
     counter = CallCounter()
     count_prompt, count_text = _token_counter(lm)
     orig_generate, orig_score = lm.generate, lm.score

@@ -143,13 +143,9 @@ def hf_backend(model: Any):
     """The ``HFLanguageModel`` under ``model`` (itself, or a guard's ``base`` chain), else None."""
     from unlearnkit.models.hf import HFLanguageModel
 
-    seen = 0
-    while model is not None and seen < 16:
-        if isinstance(model, HFLanguageModel):
-            return model
-        model = getattr(model, "base", None)
-        seen += 1
-    return None
+    from unlearnkit.models.base import chain
+
+    return next((m for m in chain(model) if isinstance(m, HFLanguageModel)), None)
 
 
 def appends_eos(model: Any) -> bool:
