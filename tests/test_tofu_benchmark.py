@@ -211,3 +211,22 @@ def test_lr_option_parsing():
                            {"lr": 2e-4, "options": {"skip_embeddings": "true"}})
     with pytest.raises(ConfigError, match="METHOD=LR1"):
         parse_lr_sweep(["npo"], SWEEP)
+
+
+def test_a_sweep_with_no_run_above_the_floor_warns_and_names_the_fix(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import unlearnkit.workflows.tofu as tofu
+
+    models = SimpleNamespace(select_task=None, evals={"retain_select": {},
+                                                      "target_select": {"summary": {"model_utility": 0.5}}})
+    monkeypatch.setattr(tofu, "_run", lambda *a, **k: (object(), {"seconds": 1.0, "steps": 3}))
+    utility = iter([0.1, 0.2])
+    monkeypatch.setattr(tofu, "cached_evaluate",
+                        lambda *a, **k: {"summary": {"forget_quality": 0.9, "model_utility": next(utility)}})
+    cfg = replace(_tiny_cfg(tmp_path), sweep={"npo": ({"lr": 3e-5}, {"lr": 9e-5})})
+    rec = tofu.sweep_method("npo", models, cfg, tmp_path, Console(file=None, quiet=True))
+    assert rec["chosen"]["lr"] == 9e-5 and rec["chosen"]["keeps_utility"] is False  # the most useful run
+    assert "kept 95%" in rec["warning"] and "--lr npo=1e-05,3e-05" in rec["warning"]

@@ -125,7 +125,15 @@ def sweep_method(name: str, models: TofuModels, cfg: TofuBenchConfig, work: Path
         del model
         gc.collect()
     best = pick_best(runs, models.evals["target_select"]["summary"].get("model_utility") or 0.0, cfg.floor)
-    return {"method": name, "chosen": best, "runs": runs, "sweep_seconds": time.perf_counter() - t0}
+    rec = {"method": name, "chosen": best, "runs": runs, "sweep_seconds": time.perf_counter() - t0}
+    if not best["keeps_utility"]:
+        lrs = sorted({r["lr"] for r in runs if "lr" in r})
+        fix = (f"try smaller steps, e.g. --lr {name}={','.join(f'{lr / 3:.1g}' for lr in lrs)}, or fewer --epochs"
+               if lrs else "its setting cannot be swept here: compare it at the utility it keeps")
+        rec["warning"] = (f"no setting of {name} kept {cfg.floor:.0%} of the target's model utility on the "
+                          f"selection suite; the most useful run ({best['setting']}) is reported, flagged: {fix}")
+        console.print(f"[yellow]warning:[/yellow] {rec['warning']}")
+    return rec
 
 
 def evaluate_choice(rec: dict, models: TofuModels, cfg: TofuBenchConfig) -> dict:
@@ -220,7 +228,9 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
     heading = "final suite" if stage == "final" else "selection suite (final evaluations not run yet)"
     md = (f"# TOFU {cfg.setup.forget}: {'partial ' if partial else ''}results, {heading}\n\n"
           f"Layout: {models.bench.layout}; {suites}.\n\nSelection: {summary['selection']}.\n\n"
-          + markdown_table(rows) + "\n" + evidence_markdown(evidence)
+          + markdown_table(rows) + "\n"
+          + "".join(f"* {rec['warning']}\n" for rec in records.values() if rec.get("warning"))
+          + evidence_markdown(evidence)
           + f"\nTotal wall time: {summary['seconds']:.0f} s.\n")
     write_text_atomic(out_dir / "results.md", md)
     write_report([out_dir / "results.json", evidence], out_dir / "report.html", None,
