@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from unlearnkit.data.target_matching import TermFinder
 from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods.eco import ECO, ECOGuard, ECOOptions
-from unlearnkit.methods.eco_corruption import (CORRUPTIONS, PromptPlan, compile_terms, find_spans,
-                                               select_positions)
+from unlearnkit.methods.eco_corruption import CORRUPTIONS, PromptPlan, select_positions
 from unlearnkit.methods.eco_sigma import SigmaSearch, zeroth_order_search
 from unlearnkit.methods.registry import build_method
 from unlearnkit.models.loading import load_model
@@ -187,16 +187,19 @@ def test_other_threads_are_not_corrupted(guard, tiny_lm):
 
 # -- token selection and corruption functions --------------------------------------------
 def test_entity_matching_is_case_and_spacing_insensitive():
-    pats = compile_terms(["Talitha Marchvale", "Al-Kuwaiti"])
+    pats = TermFinder(["Talitha Marchvale", "Al-Kuwaiti"])
     for text in ("talitha marchvale", "TALITHA   MARCHVALE", "Talitha-Marchvale", "T a l i t h a Marchvale",
-                 "al kuwaiti", "AlKuwaiti"):
-        assert find_spans(f"Who is {text}?", pats), text
-    assert not find_spans("Who is Talithan Marchvales?", pats)
-    assert not find_spans("Who is Katrin?", pats)
+                 "al kuwaiti", "AlKuwaiti", "T\u0430litha Marchvale", "Tali\u200btha Marchvale", "Tálitha Marchvale"):
+        assert pats.spans(f"Who is {text}?"), text
+    assert not pats.spans("Who is Talithan Marchvales?")
+    assert not pats.spans("Who is Katrin?")
+    text = "Is T\u0430litha  Marchvale real?"  # spans index the text as given, look-alike letter included
+    (start, end), = pats.spans(text)
+    assert text[start:end] == "T\u0430litha  Marchvale"
 
 
 def test_all_mode_and_fallback(tiny_lm):
-    pats = compile_terms(["Talitha Marchvale"])
+    pats = TermFinder(["Talitha Marchvale"])
     ids, pos, how = select_positions(tiny_lm, "Who wrote that book?", True, pats, "entity", True)
     assert how == "fallback_all" and pos == list(range(len(ids) - 1))
     ids, pos, how = select_positions(tiny_lm, "Who wrote that book?", True, pats, "entity", False)

@@ -83,3 +83,13 @@ def test_names_that_match_nothing_are_rejected(name):
         Target(name)
     with pytest.raises(DataError, match="no letter or digit"):
         Target("Real Name", aliases=(name,))
+
+
+def test_alu_masks_names_in_any_spelling_the_matcher_knows():
+    from unlearnkit.data.targets import Target
+    from unlearnkit.methods.alu_agents import mask_names
+
+    t = [Target(name="Talitha Marchvale")]
+    assert mask_names("Did T\u0430litha  Marchvale or talitha-marchvale write it?", t) == \
+        "Did [someone] or [someone] write it?"
+    assert mask_names("Talithan Marchvales is someone else.", t) == "Talithan Marchvales is someone else."

@@ -95,6 +95,57 @@ def words(text: str) -> list[str]:
     return [w.replace("_", "") for w in _WORD.findall(fold(text)) if w.strip("_")]
 
 
+def located_words(text: str) -> list[tuple[str, int, int]]:
+    """The skeleton's words, each with the character span it covers in ``text`` itself (``words`` with places)."""
+    chars: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        for c in _fold_char(ch):  # _fold_char applies the compatibility decomposition (NFKD ⊇ NFKC's K)
+            chars.append(c)
+            origin.append(i)
+    folded = "".join(chars)
+    out = []
+    for m in _WORD.finditer(folded):
+        w = m.group(0).replace("_", "")
+        if w:
+            out.append((w, origin[m.start()], origin[m.end() - 1] + 1))
+    return out
+
+
+class TermFinder:
+    """Where terms (names, name parts, fact terms) occur in a text: each term matches as a run of whole
+    skeleton words that spells it, so case, separators, accents, invisible characters and look-alike
+    letters do not hide it ("Al-Kuwaiti", "al kuwaiti", "AlKuwaiti", "T a l i t h a", "Tаlitha" in Cyrillic)."""
+
+    def __init__(self, terms: Iterable[str]):
+        self.terms = tuple(dict.fromkeys(t for t in terms if compact(t)))
+        self._compact = sorted({compact(t) for t in self.terms}, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._compact)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans in ``text`` of every run of words that spells a term (overlaps allowed)."""
+        if not self._compact or not text:
+            return []
+        located = located_words(text)
+        targets = set(self._compact)
+        longest = len(self._compact[0])
+        out = []
+        for i in range(len(located)):
+            acc = ""
+            for j in range(i, len(located)):
+                acc += located[j][0]
+                if len(acc) > longest:
+                    break
+                if acc in targets:
+                    out.append((located[i][1], located[j][2]))
+        return sorted(out)
+
+    def found(self, text: str) -> bool:
+        return bool(self.spans(text))
+
+
 def compact(text: str) -> str:
     """Only the letters and digits of the skeleton: "J.-O h_n" → "john"."""
     return "".join(words(text))
@@ -172,4 +223,4 @@ class TargetMatcher:
         return sorted(found)
 
 
-__all__ = ["MIN_PART", "TargetMatcher", "compact", "fold", "words"]
+__all__ = ["MIN_PART", "TargetMatcher", "TermFinder", "compact", "fold", "located_words", "words"]

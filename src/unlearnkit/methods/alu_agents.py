@@ -60,10 +60,17 @@ def describe_targets(targets: Sequence[Target], facts_per_target: int = 3, max_f
 
 
 def mask_names(text: str, targets: Sequence[Target], mask: str = "[someone]") -> str:
-    """Replace the targets' names and aliases (whole words, any case) in ``text``."""
-    for name in sorted({n for t in targets for n in t.names if n.strip()}, key=len, reverse=True):
-        text = re.sub(r"(?<!\w)" + re.escape(name) + r"(?!\w)", mask, text, flags=re.IGNORECASE)
-    return text
+    """Replace the targets' names and aliases in ``text``, found by the project's one matcher (any case,
+    separators, accents, invisible characters or look-alike letters)."""
+    from unlearnkit.data.target_matching import TermFinder
+
+    spans = TermFinder(n for t in targets for n in t.names).spans(text)
+    pieces, end = [], 0
+    for start, stop in sorted(spans, key=lambda sp: (sp[0], -sp[1])):
+        if start >= end:
+            pieces += [text[end:start], mask]
+            end = stop
+    return "".join(pieces) + text[end:]
 
 
 # -- audit (AuditErase.check) ----------------------------------------------------------

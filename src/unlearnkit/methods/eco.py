@@ -45,10 +45,11 @@ import numpy as np
 from unlearnkit.data.targets import Target, as_target, targets_from_records
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.io import read_json, write_json_atomic
+from unlearnkit.data.target_matching import TermFinder
 from unlearnkit.methods.base import option
 from unlearnkit.methods.eco_classifier import (CLASSIFIER_FILE, ENCODERS, HEADS, PromptClassifier, make_encoder)
 from unlearnkit.methods.eco_corruption import (CORRUPTIONS, SELECTIONS, USES_SIGMA, EmbeddingCorruptor, PromptPlan,
-                                               compile_terms, find_spans, select_positions, target_terms)
+                                               select_positions, target_terms)
 from unlearnkit.methods.eco_sigma import (SIGMA_FILE, SIGMA_METRICS, SigmaSearch, has_truth_ratio_fields,
                                           metric_of_scores, zeroth_order_search)
 from unlearnkit.methods.guards import Guard, GuardMethod
@@ -242,8 +243,8 @@ class ECOGuard(Guard):
             self.retrain()
 
     def _refresh_terms(self) -> None:
-        self._entity_patterns = compile_terms(target_terms(self.targets))
-        self._name_patterns = compile_terms(n for t in self.targets for n in t.names)
+        self._entity_terms = TermFinder(target_terms(self.targets))
+        self._name_terms = TermFinder(n for t in self.targets for n in t.names)
 
     def positive_groups(self) -> list[list[str]]:
         groups: list[list[str]] = []
@@ -270,7 +271,7 @@ class ECOGuard(Guard):
         firsts, lasts = [n.split()[0] for n in pool], [n.split()[-1] for n in pool]
         out = []
         for text in (t for g in groups for t in g):
-            spans = sorted(find_spans(text, self._name_patterns), key=lambda sp: (sp[0], -sp[1]))
+            spans = sorted(self._name_terms.spans(text), key=lambda sp: (sp[0], -sp[1]))
             if not spans:
                 continue
             replacements = [lambda _m, n=n: n for n in rng.sample(pool, min(self.options.swap_negatives, len(pool)))]
@@ -284,7 +285,7 @@ class ECOGuard(Guard):
                         pieces.append(text[end:start] + replace_fn(text[start:stop]))
                         end = stop
                 swapped = "".join(pieces) + text[end:]
-                if swapped != text and not find_spans(swapped, self._name_patterns):
+                if swapped != text and not self._name_terms.found(swapped):
                     out.append(swapped)
         return list(dict.fromkeys(out))
 
@@ -312,7 +313,7 @@ class ECOGuard(Guard):
             return names, np.zeros(len(texts)), names
         probs = clf.scores(texts)  # zeros while untrained
         if self.options.name_match:
-            names = np.array([bool(find_spans(t, self._name_patterns)) for t in texts], dtype=bool)
+            names = np.array([self._name_terms.found(t) for t in texts], dtype=bool)
         return (probs > clf.threshold) | names, probs, names
 
     def flag(self, prompts) -> list[bool]:
@@ -324,7 +325,7 @@ class ECOGuard(Guard):
         width = o.n if o.corruption == "rand_noise_first_n" else o.k
         out = []
         for p in prompts:
-            ids, pos, how = select_positions(self.base, p, chat, self._entity_patterns, o.token_selection,
+            ids, pos, how = select_positions(self.base, p, chat, self._entity_terms, o.token_selection,
                                              o.entity_fallback)
             out.append(PromptPlan.make(ids, pos, how, width, o.seed))
         return out

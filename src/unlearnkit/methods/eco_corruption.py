@@ -1,8 +1,10 @@
 """ECO's embedding corruption: which prompt tokens, which function, and the hook that applies it.
 
 * **Token selection** (``select_positions``): ``entity`` mode takes the tokens of the
-  targets' names, aliases, name parts and key fact terms found in the prompt text
-  (case- and spacing-insensitive, mapped to tokens by character offsets); ``all`` mode
+  targets' names, aliases, name parts and key fact terms found in the prompt text by the
+  project's one matcher (``data/target_matching.TermFinder``: case, separators, accents,
+  invisible characters and look-alike letters do not hide a term), mapped to tokens by
+  character offsets; ``all`` mode
   takes every prompt token except the last. A flagged prompt in which no entity term
   is found falls back to ``all`` (option ``entity_fallback``; the reference uses a NER
   tagger, which finds *some* entity in nearly every prompt).
@@ -23,7 +25,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from unlearnkit.data.target_matching import TermFinder, compact
 from unlearnkit.data.targets import Target
 
 SELECTIONS = ("entity", "all")
 MIN_TERM_CHARS = 3  # shorter name parts / fact terms are too ambiguous to match spacing-insensitively
-MAX_GAP = 3  # separators allowed between two characters of a term ("T a l i t h a", "Al-Kuwaiti")
 
 
 # -- corruption functions ----------------------------------------------------------------
@@ -82,6 +83,7 @@ def target_terms(targets: Iterable[Target]) -> list[str]:
     """Names and aliases, distinctive name parts and key fact terms of the targets."""
     from unlearnkit.methods.alu_retrieval import fact_terms, name_parts
 
+    names = {n for t in targets for n in t.names}
     out: list[str] = []
     for t in targets:
         out.extend(t.names)
@@ -90,39 +92,11 @@ def target_terms(targets: Iterable[Target]) -> list[str]:
         out.extend(fact_terms(t))
     seen, terms = set(), []
     for term in out:
-        key = _letters(term)
-        if key and key not in seen and (len(key) >= MIN_TERM_CHARS or term in {n for t in targets for n in t.names}):
+        key = compact(term)
+        if key and key not in seen and (len(key) >= MIN_TERM_CHARS or term in names):
             seen.add(key)
             terms.append(term)
     return terms
-
-
-def _letters(term: str) -> str:
-    return "".join(ch for ch in term.casefold() if ch.isalnum())
-
-
-def term_pattern(term: str) -> re.Pattern[str] | None:
-    """A case- and spacing-insensitive whole-word pattern of ``term`` (None if it has no letters/digits)."""
-    chars = _letters(term)
-    if not chars:
-        return None
-    gap = rf"[\W_]{{0,{MAX_GAP}}}"
-    body = gap.join(re.escape(c) for c in chars)
-    return re.compile(rf"(?<![^\W_]){body}(?![^\W_])", re.IGNORECASE)
-
-
-def compile_terms(terms: Iterable[str]) -> list[re.Pattern[str]]:
-    # longest first, so "Talitha Marchvale" wins over "Talitha" where both match
-    pats = [term_pattern(t) for t in sorted(set(terms), key=lambda s: -len(_letters(s)))]
-    return [p for p in pats if p is not None]
-
-
-def find_spans(text: str, patterns: Sequence[re.Pattern[str]]) -> list[tuple[int, int]]:
-    """Character spans of every pattern match in ``text`` (overlaps allowed)."""
-    spans = []
-    for pat in patterns:
-        spans.extend(m.span() for m in pat.finditer(text) if m.end() > m.start())
-    return sorted(spans)
 
 
 def prompt_encoding(lm, prompt, chat: bool) -> tuple[str, list[int], list[tuple[int, int]] | None]:
@@ -156,13 +130,13 @@ def all_positions(n_prompt: int) -> list[int]:
     return list(range(max(n_prompt - 1, 0)))
 
 
-def select_positions(lm, prompt, chat: bool, patterns: Sequence[re.Pattern[str]], mode: str,
+def select_positions(lm, prompt, chat: bool, finder: TermFinder, mode: str,
                      fallback_all: bool = True) -> tuple[list[int], list[int], str]:
     """(prompt token ids, positions to corrupt, how they were chosen: entity | all | fallback_all | none)."""
     text, ids, offsets = prompt_encoding(lm, prompt, chat)
     if mode == "all":
         return ids, all_positions(len(ids)), "all"
-    positions = entity_positions(offsets, find_spans(text, patterns)) if offsets is not None else []
+    positions = entity_positions(offsets, finder.spans(text)) if offsets is not None else []
     if positions:
         return ids, positions, "entity"
     if fallback_all:
