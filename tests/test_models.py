@@ -161,3 +161,14 @@ def test_one_walk_down_the_guard_chain(tiny_lm):
     loop = PromptingGuard(tiny_lm, [], PromptingOptions())
     loop.base = loop  # a cycle ends after MAX_WRAP_DEPTH steps instead of hanging
     assert len(list(chain(loop))) == 16
+
+
+def test_load_model_reads_a_weight_run_directory(tmp_path):
+    from unlearnkit.models.loading import load_model
+    from unlearnkit.models.tiny import load_tiny
+
+    run = tmp_path / "runs" / "npo"
+    load_tiny().save(run / "model")
+    (run / "run.json").write_text("{}")
+    lm = load_model(run)
+    assert lm.name == "npo" and lm.generate(["hi"], max_new_tokens=2) is not None

@@ -493,7 +493,8 @@ def report(
 
 
 def _model_path(spec: str | None) -> str | None:
-    """A run directory of a weight method holds its model in ``model/``."""
+    """A run directory of a weight method holds its model in ``model/`` (its path is where the run's
+    files are; ``load_model`` reads the same directories)."""
     if spec and (Path(spec) / "model" / "config.json").is_file():
         return str(Path(spec) / "model")
     return spec

@@ -23,7 +23,8 @@ def load_model(spec: str | Path | None = None, *, device: str | None = None) -> 
     * ``"tiny"``: a tiny random Llama built in code (tests);
     * a Hugging Face model directory (``config.json``), a LoRA adapter directory
       (``adapter_config.json``), a ``.gguf`` file or a directory holding one;
-    * a guard directory written by an inference-time method (``guard.json``);
+    * a guard directory written by an inference-time method (``guard.json``), or the run directory of a
+      weight-editing method (its model is in ``model/``), so every verb takes ``--model runs/x``;
     * an OpenAI-compatible endpoint ``http(s)://host:port/v1#model-name`` (generation only).
     """
     from unlearnkit.models.hf import HFLanguageModel, default_device, default_dtype
@@ -59,6 +60,8 @@ def load_model(spec: str | Path | None = None, *, device: str | None = None) -> 
         return HFLanguageModel(model.to(dev), tok, name=file.stem)
     if path.is_dir() and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
         return _load_dir(path, name=path.name, device=device)
+    if path.is_dir() and (path / "model" / "config.json").is_file():  # a run directory of a weight method
+        return _load_dir(path / "model", name=path.name, device=device)
     raise ModelLoadError(
         f"'{path}' is not a model: expected config.json (Hugging Face directory), adapter_config.json "
         f"(LoRA adapter), {GUARD_FILE} (guard) or a .gguf file"
