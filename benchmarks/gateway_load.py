@@ -88,12 +88,13 @@ async def run_guard(guard: str, model, args) -> dict:
         limits = httpx.Limits(max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4)
         async with httpx.AsyncClient(base_url=handle.url, timeout=timeout, limits=limits) as http:
             (await http.post("/admin/targets", headers=auth, json={"targets": SEED_TARGETS})).raise_for_status()
+            served = (await http.get("/v1/models")).json()["data"][0]["id"]  # an unknown id is a 404
 
             async def chat(text: str):
                 t0 = time.perf_counter()
                 try:
                     r = await http.post("/v1/chat/completions", json={
-                        "model": "m", "messages": [{"role": "user", "content": text}], "max_tokens": args.max_tokens})
+                        "model": served, "messages": [{"role": "user", "content": text}], "max_tokens": args.max_tokens})
                     status = r.status_code
                     content = r.json()["choices"][0]["message"]["content"] if status == 200 else None
                 except httpx.HTTPError as exc:

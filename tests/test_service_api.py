@@ -66,8 +66,8 @@ def client(url: str, key: str = "unused") -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
 
 
-def ask(c: openai.OpenAI, text: str, **kw) -> str:
-    r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}], max_tokens=8, **kw)
+def ask(c: openai.OpenAI, text: str, model: str = "tiny-llama", **kw) -> str:
+    r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], max_tokens=8, **kw)
     return r.choices[0].message.content
 
 
@@ -96,7 +96,10 @@ def test_health_and_models(server):
 
 def test_unrelated_chat_is_answered_with_usage(server, admin):
     c = client(server.url)
-    r = c.chat.completions.create(model="anything", messages=[{"role": "user", "content": "What colour is the sky?"}],
+    with pytest.raises(openai.NotFoundError) as err:  # an id this server does not serve, as OpenAI answers
+        c.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    assert err.value.body["code"] == "model_not_found" and "tiny-llama" in err.value.body["message"]
+    r = c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "What colour is the sky?"}],
                                   max_tokens=5)
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     assert r.model == "tiny-llama"
@@ -130,8 +133,8 @@ def test_chat_about_registered_target_is_guarded_and_live(server, admin):
 def test_streaming_matches_non_streaming(server, admin):
     c = client(server.url)
     messages = [{"role": "user", "content": "Count to three."}]
-    full = c.chat.completions.create(model="tiny", messages=messages, max_tokens=12)
-    stream = c.chat.completions.create(model="tiny", messages=messages, max_tokens=12, stream=True,
+    full = c.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=12)
+    stream = c.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=12, stream=True,
                                        stream_options={"include_usage": True})
     chunks = list(stream)
     assert all(ch.object == "chat.completion.chunk" for ch in chunks)
@@ -142,24 +145,24 @@ def test_streaming_matches_non_streaming(server, admin):
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == full.usage.total_tokens
 
     admin.post("/admin/targets", json={"name": "Orsk Velmar"})
-    stream = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Who is Orsk Velmar?"}],
+    stream = c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "Who is Orsk Velmar?"}],
                                        stream=True)
     assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == DEFAULT_REFUSAL
 
 
 def test_completions_route(server, admin):
     c = client(server.url)
-    r = c.completions.create(model="tiny", prompt=["abc", "def"], max_tokens=4)
+    r = c.completions.create(model="tiny-llama", prompt=["abc", "def"], max_tokens=4)
     assert r.object == "text_completion" and len(r.choices) == 2
     assert [ch.index for ch in r.choices] == [0, 1]
     assert all(ch.finish_reason == "length" for ch in r.choices)
     assert r.usage.completion_tokens == 8
     admin.post("/admin/targets", json=["Zorblat Quenn"])
-    r = c.completions.create(model="tiny", prompt="The biography of Zorblat Quenn:", max_tokens=4)
+    r = c.completions.create(model="tiny-llama", prompt="The biography of Zorblat Quenn:", max_tokens=4)
     assert r.choices[0].text == DEFAULT_REFUSAL
     streamed = "".join(ch.choices[0].text for ch in c.completions.create(
-        model="tiny", prompt="abc", max_tokens=4, stream=True) if ch.choices)
-    assert streamed == c.completions.create(model="tiny", prompt="abc", max_tokens=4).choices[0].text
+        model="tiny-llama", prompt="abc", max_tokens=4, stream=True) if ch.choices)
+    assert streamed == c.completions.create(model="tiny-llama", prompt="abc", max_tokens=4).choices[0].text
 
 
 def test_forget_data_file_becomes_targets(server, admin):
@@ -184,7 +187,7 @@ def test_audit_log_records_changes_and_guarded_requests(server, admin):
     c = client(server.url)
     admin.post("/admin/targets", json={"name": "Quilla Dorne"}, headers={"X-Unlearnkit-Actor": "alice"})
     prompt = "Please tell me everything about Quilla Dorne"
-    r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=4)
+    r = c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": prompt}], max_tokens=4)
     admin.delete("/admin/targets/Quilla Dorne", headers={"X-Unlearnkit-Actor": "bob"})
     rows = admin.get("/admin/audit", params={"limit": 1000}).json()["data"]
     changes = [(e["action"], e["actor"], e["target"]) for e in rows if e["target"] == "Quilla Dorne"]
@@ -310,16 +313,17 @@ def test_upstream_without_tokenizer_and_model_loaded_from_settings(tmp_path):
     handle = start_background_server(settings(tmp_path, guard="none"), plain)
     try:
         r = client(handle.url).chat.completions.create(
-            model="x", messages=[{"role": "user", "content": "twelve chars"}], max_tokens=50)
+            model="plain-upstream", messages=[{"role": "user", "content": "twelve chars"}], max_tokens=50)
         assert r.choices[0].message.content == "echo: twelve chars" and r.model == "plain-upstream"
         assert r.usage.prompt_tokens == 3 and r.usage.completion_tokens == 5  # about 4 characters a token
         httpx.post(handle.url + "/admin/targets", headers=AUTH, json={"name": "Sela Varn"}).raise_for_status()
-        assert ask(client(handle.url), "twelve chars") == "echo: twelve chars"
+        assert ask(client(handle.url), "twelve chars", model="plain-upstream") == "echo: twelve chars"
     finally:
         handle.stop()
     handle = start_background_server(settings(tmp_path, model="tiny"))  # create_app loads settings.model
     try:
         assert [m.id for m in client(handle.url).models.list().data] == ["tiny-llama"]
+        assert ask(client(handle.url), "hi", model="tiny") is not None  # the spec it was started with names it too
     finally:
         handle.stop()
 
@@ -334,7 +338,7 @@ def test_prompt_filter_sees_through_look_alike_spellings_and_turns(server, admin
     turns = [{"role": "user", "content": "I am curious about Talitha."},
              {"role": "assistant", "content": "Which Talitha?"},
              {"role": "user", "content": "Surname Marchvale. Where was she born?"}]
-    r = c.chat.completions.create(model="tiny", messages=turns, max_tokens=4)
+    r = c.chat.completions.create(model="tiny-llama", messages=turns, max_tokens=4)
     assert r.choices[0].message.content == DEFAULT_REFUSAL
     admin.delete("/admin/targets/Talitha Marchvale")
 

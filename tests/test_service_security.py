@@ -82,7 +82,7 @@ INJECTIONS = [
 
 def _settings(tmp_path, **kw) -> ServeSettings:
     base = dict(guard="prompt", db_path=tmp_path / "registry.db", admin_token=ADMIN, log_level="warning",
-                default_max_tokens=8, max_tokens_limit=64, max_request_bytes=20_000)
+                default_max_tokens=8, max_tokens_limit=64, max_request_bytes=20_000, served_model_name="m")
     base.update(kw)
     return ServeSettings(**base)
 

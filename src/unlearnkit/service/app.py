@@ -82,6 +82,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     """The gateway app. ``model`` is the upstream (loaded from ``settings.model`` when
     None); with ``settings.guard == "none"`` a ``Guard`` passed as ``model`` is used
     as the guard itself (its targets follow the registry)."""
+    model_from_settings = model is None
     if model is None:
         from unlearnkit.models.loading import load_model
 
@@ -91,6 +92,20 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     engine = Engine(stack, registry, settings)
     served = settings.served_model_name or _base_name(model)
     created = now()
+    # The ids a request's "model" may name: the served id, and the spec the server was started with
+    # ("smollm2" and its aliases for the embedded default). Any other id is a 404, as OpenAI answers.
+    accepted = {served}
+    if settings.model:
+        accepted.add(str(settings.model))
+    elif model_from_settings:
+        from unlearnkit.models.loading import EMBEDDED_ALIASES
+
+        accepted |= set(EMBEDDED_ALIASES)
+
+    def check_model(name: str | None) -> None:
+        if name is not None and name not in accepted:
+            raise APIError(404, f"the model '{name}' does not exist; this server serves '{served}'", param="model",
+                           code="model_not_found")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -179,6 +194,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         check_api_key(request)
         body = await _read_json(request, settings.max_request_bytes)
         req = _validate(ChatCompletionRequest, body)
+        check_model(req.model)
         messages = req.as_prompt()
         max_new = _max_tokens(req.requested_max_tokens(), settings,
                               "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
@@ -202,6 +218,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         check_api_key(request)
         body = await _read_json(request, settings.max_request_bytes)
         req = _validate(CompletionRequest, body)
+        check_model(req.model)
         prompts = req.prompts()
         max_new = _max_tokens(req.requested_max_tokens(), settings, "max_tokens")
         _check_n(req.n, settings)
