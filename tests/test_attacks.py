@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from unlearnkit.attacks import ATTACKS, AttackSkipped, build_attack, run_attacks, score_generations
@@ -398,3 +400,96 @@ def test_relearning_build_marks_the_held_out_half():
     prompts = Relearning().build(recs, seed=0)
     _, held = split_forget(recs, 0.5, 0)
     assert [p for p in prompts if p] == [r.question for r in held]
+
+
+# -- the literature's attacks: few-shot, best-of-N, format shift, quantization ---------------------------
+def test_few_shot_uses_other_subjects_and_never_the_answer():
+    from unlearnkit.attacks.few_shot import FewShot
+
+    recs = people_records()
+    others = [r for r in recs if r.subject != "Vel Orsky"]
+    prompts = FewShot(k=3, retain_records=others + RETAIN).build(recs[:3], seed=1)
+    for r, p in zip(recs[:3], prompts):
+        shots = [m["content"] for m in p[:-1]]
+        assert len(shots) == 6 and p[-1]["content"] == r.question
+        assert r.answer not in shots and not any("Vel Orsky" in s for s in shots)
+    assert prompts == FewShot(k=3, retain_records=others + RETAIN).build(recs[:3], seed=1)
+    out = run_attacks(LookupLM(recs), recs, ["few_shot"], retain_records=RETAIN)
+    assert out["attacks"]["few_shot"]["leak_rate"] == 1.0
+    assert run_attacks(LookupLM(recs), recs, ["few_shot"])["attacks"]["few_shot"]["skipped"]
+
+
+class SometimesLM(LookupLM):
+    """Greedy: "I do not know"; sampled: the answer only when the seed is 3 mod 4."""
+
+    def generate(self, prompts, do_sample=False, seed=None, **kw):
+        if do_sample and seed is not None and seed % 4 == 3:
+            return super().generate(prompts, **kw)
+        return ["I do not know."] * len(prompts)
+
+
+def test_best_of_n_counts_a_leak_when_any_sample_leaks():
+    recs = people_records()
+    lm = SometimesLM(recs)
+    out = run_attacks(lm, recs, ["plain", "best_of_n"], options={"best_of_n": {"n": 4}})["attacks"]
+    assert out["plain"]["leak_rate"] == 0.0
+    assert out["best_of_n"]["leak_rate"] == 1.0 and out["best_of_n"]["sample_leak_rate"] == 0.25
+    assert out["best_of_n"]["n_samples"] == 4 and out["best_of_n"]["per_example"][0]["samples_leaking"] == 1
+    assert run_attacks(lm, recs, ["best_of_n"], options={"best_of_n": {"n": 3}})["attacks"]["best_of_n"][
+        "leak_rate"] == 0.0  # seeds 0, 1, 2: none leaks
+
+
+class FormatLM(LookupLM):
+    """Knows the facts in any format: fills blanks, picks the right option, says yes only to true statements."""
+
+    def generate(self, prompts, **kw):
+        out = []
+        for p in prompts:
+            text = last_user_message(p)
+            if "____" in text:
+                sentence = text.split("\n\n", 1)[1]
+                pattern = re.compile(re.escape(sentence).replace("____", ".+"))
+                out.append(next((a for a in self.qa.values() if pattern.fullmatch(a)), sentence))
+            elif "letter of the correct option" in text:
+                lines = text.splitlines()
+                out.append(next((ln[0] for ln in lines[1:] if ln[3:] in self.qa.values()), "A"))
+            elif text.startswith("Is the following statement true?"):
+                out.append("Yes." if text.split("Statement: ", 1)[1] in self.qa.values() else "No.")
+            else:
+                out.append("I do not know.")
+        return out
+
+
+def test_format_shift_cloze_choice_and_yes_no():
+    from dataclasses import replace as dc_replace
+
+    from unlearnkit.attacks.format_shift import cloze, said_yes
+
+    recs = [dc_replace(r, perturbed_answers=(r.answer.replace(".", " and nowhere else."), "Nobody knows."))
+            for r in people_records()]
+    sentence, term = cloze(recs[0])  # "Vel Orsky" is in the question: the town is blanked
+    assert term == "Tarnow" and sentence == "Vel Orsky lives in ____."
+    assert said_yes("Yes, that is right") is True and said_yes("No.") is False and said_yes("Maybe") is None
+    out = run_attacks(FormatLM(recs), recs, ["format_shift"])["attacks"]["format_shift"]
+    assert out["leak_rate"] == 1.0 and out["mc_accuracy"] == 1.0 and out["yes_no_accuracy"] == 1.0
+    assert out["mc_chance"] == pytest.approx(1 / 3) and out["yes_no_chance"] == 0.25
+    blind = run_attacks(LookupLM(recs), recs, ["format_shift"])["attacks"]["format_shift"]
+    assert blind["leak_rate"] == 0.0 and blind["yes_no_accuracy"] == 0.0
+
+
+def test_quantize_rounds_to_the_grid_and_restores_the_model(tiny_lm):
+    import torch
+
+    from unlearnkit.attacks.quantize import fake_quantize_, quantized
+
+    w = torch.nn.Parameter(torch.randn(3, 64))
+    fake_quantize_(w, 4)
+    assert all(len(torch.unique(row)) <= 15 for row in w.data)  # 2·7 + 1 levels per output channel
+    before = {n: p.detach().clone() for n, p in tiny_lm.model.named_parameters()}
+    with quantized(tiny_lm.model, 4):
+        changed = [n for n, p in tiny_lm.model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed and all(torch.equal(p, before[n]) for n, p in tiny_lm.model.named_parameters())
+    recs = people_records()[:3]
+    out = run_attacks(tiny_lm, recs, ["quantize"], max_new_tokens=4)["attacks"]["quantize"]
+    assert set(out["by_bits"]) == {"4", "8"} and out["bits_worst"] in (4, 8) and out["n"] == 3
+    assert run_attacks(LookupLM(recs), recs, ["quantize"])["attacks"]["quantize"]["skipped"]

@@ -41,6 +41,10 @@ ATTACKS: dict[str, str] = {
     "role_play": "unlearnkit.attacks.templates:RolePlay",
     "prompt_injection": "unlearnkit.attacks.prompt_injection:PromptInjection",
     "relearning": "unlearnkit.attacks.relearning:Relearning",
+    "few_shot": "unlearnkit.attacks.few_shot:FewShot",
+    "best_of_n": "unlearnkit.attacks.best_of_n:BestOfN",
+    "format_shift": "unlearnkit.attacks.format_shift:FormatShift",
+    "quantize": "unlearnkit.attacks.quantize:Quantize",
 }
 
 # What ``run_attacks`` runs when no list is given (every attack; those that do not

@@ -1,0 +1,44 @@
+"""Best-of-N sampling: ask each forget question N times at temperature T; a leak if any sample leaks.
+
+Greedy decoding shows the single most likely answer; an unlearned model can still put enough probability
+on the forgotten one that some samples say it. Sample j uses seed ``seed + j``, so the attack is reproducible.
+"""
+
+from __future__ import annotations
+
+from unlearnkit.attacks.base import Attack, score_generations
+
+
+class BestOfN(Attack):
+    name = "best_of_n"
+    summary = "N sampled answers per question; a leak if any one leaks"
+
+    def __init__(self, n: int = 8, temperature: float = 1.0, top_p: float = 1.0):
+        if int(n) < 1 or not float(temperature) > 0 or not 0 < float(top_p) <= 1:
+            raise ValueError(f"need n >= 1, temperature > 0 and top_p in (0, 1] (got {n}, {temperature}, {top_p})")
+        self.n, self.temperature, self.top_p = int(n), float(temperature), float(top_p)
+
+    def describe(self):
+        return {**super().describe(), "n_samples": self.n, "temperature": self.temperature, "top_p": self.top_p}
+
+    def build(self, records, seed=0):
+        return [r.question for r in records]
+
+    def run(self, model, records, ctx):
+        prompts = self.build(records, ctx.seed)
+        samples = [model.generate(prompts, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
+                                  do_sample=True, temperature=self.temperature, top_p=self.top_p, seed=ctx.seed + j)
+                   for j in range(self.n)]
+        scored = [score_generations(records, gens)["per_example"] for gens in samples]
+        rows = []
+        for i, r in enumerate(records):
+            per = [s[i] for s in scored]
+            best = max(per, key=lambda x: (x["keyword_hit"], x["rouge"]))
+            rows.append({**best, "prompt": r.question, "samples_leaking": sum(x["keyword_hit"] for x in per),
+                         "n_samples": self.n})
+        n = len(rows)
+        return {"n": n, "n_samples": self.n, "temperature": self.temperature,
+                "leak_rate": sum(x["keyword_hit"] for x in rows) / n,
+                "rouge_l_recall": sum(x["rouge"] for x in rows) / n,
+                "sample_leak_rate": sum(x["samples_leaking"] for x in rows) / (n * self.n),
+                "per_example": rows, "n_records": n}
