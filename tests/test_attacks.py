@@ -493,3 +493,20 @@ def test_quantize_rounds_to_the_grid_and_restores_the_model(tiny_lm):
     out = run_attacks(tiny_lm, recs, ["quantize"], max_new_tokens=4)["attacks"]["quantize"]
     assert set(out["by_bits"]) == {"4", "8"} and out["bits_worst"] in (4, 8) and out["n"] == 3
     assert run_attacks(LookupLM(recs), recs, ["quantize"])["attacks"]["quantize"]["skipped"]
+
+
+def test_recovery_ratio_against_the_target_and_in_the_report(tmp_path):
+    from unlearnkit.attacks.recovery import recovery_ratios
+    from unlearnkit.reports.html import write_report
+
+    attacks = {"target": {"plain": {"leak_rate": 0.8}, "quantize": {"leak_rate": 0.5}, "few_shot": {"leak_rate": 0.0},
+                          "relearning": {"skipped": True}},
+               "npo": {"plain": {"leak_rate": 0.2}, "quantize": {"leak_rate": 0.5}, "few_shot": {"leak_rate": 0.1},
+                       "relearning": {"leak_rate": 0.3}}}
+    ratios = recovery_ratios(attacks)
+    assert ratios == {"npo": {"plain": 0.25, "quantize": 1.0, "few_shot": None, "relearning": None}}
+    assert recovery_ratios({"npo": attacks["npo"]}) == {}  # no target: no ratio
+    page = tmp_path / "r.html"
+    info = write_report([{"kind": "attacks", "method": m, "attacks": a} for m, a in attacks.items()], page)
+    text = page.read_text()
+    assert "Recovery ratio: method × attack" in text and "recovery ratio" in text and info["figures"] >= 2

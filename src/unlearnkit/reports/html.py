@@ -200,7 +200,11 @@ def method_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
 
 
 def attack_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
-    headers = ["method", "attack", "leak rate", "ROUGE-L recall", "n", "seconds", "details / reason"]
+    from unlearnkit.attacks.recovery import recovery_ratios
+
+    ratios = recovery_ratios(data.attacks)
+    headers = ["method", "attack", "leak rate", "recovery ratio", "ROUGE-L recall", "n", "seconds",
+               "details / reason"]
     rows = []
     for m, per in data.attacks.items():
         for a, res in per.items():
@@ -208,7 +212,8 @@ def attack_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
                 note = "skipped: " + str(res.get("reason", ""))
             else:
                 note = "; ".join(f"{k} {fmt(v)}" for k, v in attack_detail_numbers(res))
-            rows.append([m, a, *[res.get(c) for c in ATTACK_COLUMNS], note])
+            values = [res.get(c) for c in ATTACK_COLUMNS]
+            rows.append([m, a, values[0], ratios.get(m, {}).get(a), *values[1:], note])
     return headers, rows
 
 
@@ -250,6 +255,17 @@ def figures(data: ReportData) -> list[tuple[str, str, str]]:
                     "attack (prompt injection: fraction of target names revealed; relearning: after the "
                     "fine-tuning steps). Lower is better; n/a = attack skipped (see the table).",
                     figure_png_base64(leak_rate_figure(leaks, colors=colors))))
+    from unlearnkit.attacks.recovery import recovery_ratios
+
+    ratios = recovery_ratios(data.attacks)
+    if ratios:
+        from unlearnkit.reports.plots import heatmap_figure
+
+        out.append(("Recovery ratio: method × attack",
+                    "Leak under each attack ÷ the target model's leak under the same attack: 0 = the attack "
+                    "brings nothing back, 1 = as much as before unlearning (cells above 1 are drawn at 1; n/a: "
+                    "skipped, or the target leaks nothing under it).",
+                    figure_png_base64(heatmap_figure(ratios, "Recovery ratio", "recovered share", vmax=1.0))))
     if data.scale:
         curves = {label: res.get("stages", []) for label, res in data.scale.items()}
         out.append(("Cost vs number of targets",

@@ -144,6 +144,36 @@ def leak_rate_figure(leaks: Mapping[str, Mapping[str, float | None]], title: str
     return fig
 
 
+def heatmap_figure(values: Mapping[str, Mapping[str, float | None]], title: str, label: str,
+                   vmax: float = 1.0) -> Figure:
+    """``values``: row (method) → column (attack) → value (None drawn as "n/a"), one cell each, annotated."""
+    import numpy as np
+
+    rows = list(values)
+    cols: list[str] = []
+    for per in values.values():
+        cols += [c for c in per if c not in cols]
+    fig, ax = plt.subplots(figsize=(min(16, 2.0 + 0.9 * max(1, len(cols))), 1.4 + 0.5 * max(1, len(rows))),
+                           dpi=110, layout="constrained")
+    ax.set_title(title)
+    if not rows or not cols:
+        return _empty(fig, ax, "no values")
+    grid = np.array([[values[r].get(c) if _finite(values[r].get(c)) else np.nan for c in cols] for r in rows],
+                    dtype=float)
+    image = ax.imshow(np.clip(grid, 0, vmax), cmap="Reds", vmin=0, vmax=vmax, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            v = grid[i, j]
+            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if not np.isnan(v) and v > 0.6 * vmax else "black")
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels([c.replace("_", " ") for c in cols], rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows)
+    fig.colorbar(image, ax=ax, label=label)
+    return fig
+
+
 SCALE_PANELS = (
     ("unlearn_seconds", "wall time to unlearn (s)", True),
     ("latency_s_forget", "latency per target query (s)", True),
