@@ -94,7 +94,8 @@ def test_unknown_attack_lists_names():
 
 def test_registry_covers_the_spec():
     for name in ["paraphrase", "many_shot", "target_masking", "lang_es", "lang_fr", "lang_de", "prefix_injection",
-                 "affirmative_suffix", "role_play", "prompt_injection", "relearning"]:
+                 "affirmative_suffix", "role_play", "prompt_injection", "relearning", "relearn_disjoint",
+                 "relearn_benign", "few_shot", "best_of_n", "format_shift", "soft_prompt", "quantize"]:
         assert name in ATTACKS
         assert build_attack(name).name == name
 
@@ -510,3 +511,31 @@ def test_recovery_ratio_against_the_target_and_in_the_report(tmp_path):
     info = write_report([{"kind": "attacks", "method": m, "attacks": a} for m, a in attacks.items()], page)
     text = page.read_text()
     assert "Recovery ratio: method × attack" in text and "recovery ratio" in text and info["figures"] >= 2
+
+
+def test_relearn_disjoint_and_benign_are_registered_with_their_protocols():
+    from unlearnkit.attacks.relearning import RelearnBenign, RelearnDisjoint
+
+    recs = people_records()
+    assert build_attack("relearn_disjoint").build(recs, seed=3) == Relearning().build(recs, seed=3)
+    assert isinstance(build_attack("relearn_disjoint"), RelearnDisjoint)
+    benign = build_attack("relearn_benign")
+    assert isinstance(benign, RelearnBenign) and benign.build(recs) == [r.question for r in recs]
+    out = run_attacks(LookupLM(recs), recs, ["relearn_benign", "soft_prompt"])["attacks"]
+    assert out["relearn_benign"]["skipped"] and "weight" in out["relearn_benign"]["reason"]
+
+
+def test_relearn_benign_and_soft_prompt_on_the_tiny_model(tiny_target, simple_task):
+    import torch
+
+    before = [p.detach().clone() for p in tiny_target.model.parameters()]
+    out = run_attacks(tiny_target, simple_task.forget, ["relearn_benign", "soft_prompt"], simple_task.retain,
+                      max_new_tokens=6, options={"relearn_benign": {"steps": 2, "lr": 1e-3},
+                                                 "soft_prompt": {"steps": 5, "lr": 5e-2}})["attacks"]
+    benign = out["relearn_benign"]
+    assert benign["skipped"] is False and benign["n"] == len(simple_task.forget) and benign["steps"] == 2
+    soft = out["soft_prompt"]
+    assert soft["skipped"] is False and soft["n"] + soft["n_train"] == len(simple_task.forget)
+    assert soft["train_loss_last"] < soft["train_loss_first"]  # the prefix learned the train half
+    assert 0 < soft["answer_prob_before"] <= 1 and 0 < soft["answer_prob_after"] <= 1
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_target.model.parameters()))  # weights untouched

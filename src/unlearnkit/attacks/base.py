@@ -45,6 +45,9 @@ ATTACKS: dict[str, str] = {
     "best_of_n": "unlearnkit.attacks.best_of_n:BestOfN",
     "format_shift": "unlearnkit.attacks.format_shift:FormatShift",
     "quantize": "unlearnkit.attacks.quantize:Quantize",
+    "relearn_disjoint": "unlearnkit.attacks.relearning:RelearnDisjoint",
+    "relearn_benign": "unlearnkit.attacks.relearning:RelearnBenign",
+    "soft_prompt": "unlearnkit.attacks.soft_prompt:SoftPrompt",
 }
 
 # What ``run_attacks`` runs when no list is given (every attack; those that do not

@@ -99,3 +99,50 @@ class Relearning(Attack):
             "recovery": {k: after[k] - before[k] for k in before},
             "per_example": per_example,
         }
+
+
+class RelearnDisjoint(Relearning):
+    """Retraining on T (Deeb & Roger, arXiv 2410.08827): fine-tune on one half of the forget set, measure on
+    the other half, which was never trained on. The protocol of ``relearning``, under the paper's name."""
+
+    name = "relearn_disjoint"
+    summary = "fine-tune on one half of the forget set, measure the other half (RTT)"
+
+
+class RelearnBenign(Relearning):
+    """Benign relearning (Hu et al., arXiv 2406.13356): fine-tune on text unrelated to the forget set (the retain
+    records: other people, general facts), then ask every forget question. The budget is ``steps``."""
+
+    name = "relearn_benign"
+    summary = "fine-tune a few steps on unrelated (retain) data, then ask every forget question"
+
+    def __init__(self, steps: int = 10, lr: float = 5e-5, batch_size: int = 4, work_dir: str | None = None,
+                 retain_records: Sequence[QARecord] = ()):
+        super().__init__(fraction=0.5, steps=steps, lr=lr, batch_size=batch_size, work_dir=work_dir)
+        self.retain_records = list(retain_records)
+
+    @classmethod
+    def from_context(cls, ctx: AttackContext, **options):
+        options.setdefault("work_dir", ctx.work_dir)
+        options.setdefault("retain_records", ctx.retain_records)
+        return cls(**options)
+
+    def build(self, records, seed=0):
+        return [r.question for r in records]
+
+    def run(self, model, records, ctx):
+        if not self.retain_records:
+            raise AttackSkipped("relearn_benign needs unrelated data to fine-tune on (retain records)")
+        forget_questions = {r.question for r in records}
+        benign = [r for r in self.retain_records if r.question not in forget_questions]
+        records = list(records)
+        before = recovery_metrics(model, records, ctx.max_new_tokens, ctx.batch_size)
+        relearned = self.relearn(model, benign, ctx.seed)
+        after = recovery_metrics(relearned, records, ctx.max_new_tokens, ctx.batch_size)
+        del relearned
+        per_example = [{**a, "generation_before": b["generation"], "keyword_hit_before": b["keyword_hit"]}
+                       for a, b in zip(after.pop("per_example"), before.pop("per_example"))]
+        return {"n": len(records), "n_train": len(benign), "steps": self.steps, "lr": self.lr,
+                "leak_rate": after["keyword_accuracy"], "rouge_l_recall": after["rouge_l_recall"],
+                "before": before, "after": after, "recovery": {k: after[k] - before[k] for k in before},
+                "per_example": per_example}
