@@ -431,7 +431,7 @@ def attack(
     seed: int = 0,
     max_new_tokens: int = 64,
 ):
-    """Attack a model or guard (paraphrase, many-shot, masking, languages, jailbreaks, injection, relearning)."""
+    """Attack a model or guard: paraphrase, few- and many-shot, masking, languages, jailbreaks, injection, best-of-N, format shift, quantization, relearning, soft prompts."""
 
     def go():
         from unlearnkit.attacks import run_attacks
