@@ -152,7 +152,8 @@ def test_whole_benchmark_on_the_tiny_model(tmp_path):
 
     data = write_mini_tofu(tmp_path / "tofu")
     out = tmp_path / "out"
-    summary = run_tofu_benchmark(_tiny_cfg(data), out)
+    cfg = replace(_tiny_cfg(data), attacks=("plain", "quantize"), attack_max_new_tokens=4)
+    summary = run_tofu_benchmark(cfg, out)
     assert not summary["partial"]
     assert [r["method"].split(" ")[0] for r in summary["rows"]] == ["target", "retain", "grad_ascent", "prompting"]
     ga = summary["methods"]["grad_ascent"]
@@ -164,8 +165,11 @@ def test_whole_benchmark_on_the_tiny_model(tmp_path):
     page = (out / "report.html").read_text()
     assert "Answers side by side" in page and "Quill4 Marrow4" in page
     assert "Answers side by side" in (out / "results.md").read_text()
+    attacked = json.loads((out / "attacks" / "grad_ascent.json").read_text())
+    assert set(attacked["attacks"]) == {"plain", "quantize"} and (out / "attacks" / "target.json").is_file()
+    assert "Recovery ratio" in page
     # A second call reuses every model, run and evaluation: nothing is trained again.
-    again = run_tofu_benchmark(_tiny_cfg(data), out)
+    again = run_tofu_benchmark(cfg, out)
     assert again["phases_seconds"]["finetune_target"] == 0.0 and again["phases_seconds"]["finetune_retain"] == 0.0
     assert again["results"] == summary["results"]  # the cached evaluations, wall time included
 
@@ -200,6 +204,8 @@ def test_bad_configuration_fails_before_training(tmp_path):
         check_config(replace(cfg, methods=("nope",), sweep={"nope": ({},)}))
     with pytest.raises(ConfigError, match="floor"):
         check_config(replace(cfg, floor=1.5))
+    with pytest.raises(ConfigError, match="unknown attack"):
+        check_config(replace(cfg, attacks=("plain", "quantise")))
 
 
 def test_lr_option_parsing():

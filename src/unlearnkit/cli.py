@@ -107,6 +107,7 @@ def tofu(
     select_retain: Annotated[int, typer.Option(help="retain_perturbed questions in the selection suite")] = 40,
     select_general: Annotated[int, typer.Option(help="real_authors / world_facts questions in the selection suite")] = 20,
     final_subset: Annotated[Optional[int], typer.Option(help="final suite: keep N retain and N/2 general questions (default: every record)")] = None,
+    attacks: Annotated[Optional[str], typer.Option(help="comma-separated attacks run on the target and every chosen model at the end (unlearnkit attack's names)")] = None,
 ):
     """TOFU end to end: fine-tune target and retain, sweep and choose each method's setting, evaluate, report."""
 
@@ -117,7 +118,8 @@ def tofu(
         setup = TofuSetup(data=str(data), forget=forget, layout=layout, model=model, select_retain=select_retain,
                           select_general=select_general, final_retain=final_subset,
                           final_general=final_subset // 2 if final_subset else None)
-        cfg = TofuBenchConfig(setup=setup, floor=floor)
+        cfg = TofuBenchConfig(setup=setup, floor=floor,
+                              attacks=tuple(a.strip() for a in (attacks or "").split(",") if a.strip()))
         if methods:
             cfg.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
         if epochs is not None:

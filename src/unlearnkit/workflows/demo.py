@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -37,6 +37,11 @@ DEMO_METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "blur", "grin")
 # (forget ROUGE 0.95 at 3e-4, utility 0 at 1e-3; blocks only at 1e-3: ROUGE 0.76, utility kept).
 DEMO_METHOD_LR = {"grad_ascent": 5e-5, "grad_diff": 5e-5, "npo": 5e-5, "simnpo": 2e-5, "blur": 5e-5, "grin": 1e-3}
 DEMO_METHOD_OPTIONS = {"grin": {"skip_embeddings": "true"}}
+# The target and retain models: 6 epochs at 5e-5. At 1e-4 the target learned the benchmark's answer template so
+# well that it answered every real-author question in it ("Who wrote 'Romeo and Juliet'?" → "Romeo and Juliet
+# wrote poetry books."): real-author ROUGE 0, so model utility 0.000. At 5e-5 (measured on SmolLM2): target
+# utility 0.370, forget ROUGE 0.928; retain model utility 0.443.
+DEMO_FINETUNE = replace(FINETUNE_DEFAULTS, lr=5e-5)
 
 
 @dataclass
@@ -53,7 +58,7 @@ class DemoConfig:
     method_lr: dict[str, float] = field(default_factory=lambda: dict(DEMO_METHOD_LR))
     method_options: dict[str, dict[str, str]] = field(default_factory=lambda: {
         k: dict(v) for k, v in DEMO_METHOD_OPTIONS.items()})
-    finetune: TrainConfig = field(default_factory=lambda: FINETUNE_DEFAULTS)
+    finetune: TrainConfig = field(default_factory=lambda: DEMO_FINETUNE)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_new_tokens=48))
     system_prompt: str | None = None  # None: the model's own (ChatFormat's default); "": none
 

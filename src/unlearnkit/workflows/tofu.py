@@ -68,6 +68,8 @@ class TofuBenchConfig:
     unlearn: TrainConfig = field(default_factory=lambda: UNLEARN)
     floor: float = 0.95  # share of the target's model utility a chosen setting must keep
     evidence: int = 4  # questions per split shown side by side in the report
+    attacks: tuple[str, ...] = ()  # run on the target and every chosen model after the final suite
+    attack_max_new_tokens: int = 64
 
 
 def _label(cand: dict) -> str:
@@ -88,6 +90,11 @@ def check_config(cfg: TofuBenchConfig) -> None:
             build_method(name, cand.get("options"))
     if not 0 < cfg.floor <= 1:
         raise ConfigError(f"the utility floor must lie in (0, 1] (got {cfg.floor})")
+    if cfg.attacks:
+        from unlearnkit.attacks import get_attack_class
+
+        for name in cfg.attacks:
+            get_attack_class(name)  # a typo fails now, not after hours of training
 
 
 def _run(name: str, cand: dict, models: TofuModels, cfg: TofuBenchConfig, run_dir: Path, console: Console):
@@ -147,6 +154,42 @@ def evaluate_choice(rec: dict, models: TofuModels, cfg: TofuBenchConfig) -> dict
     return result
 
 
+def run_benchmark_attacks(cfg: TofuBenchConfig, models: TofuModels, records: dict, out_dir: Path,
+                          console: Console) -> dict[str, dict]:
+    """Every attack on the target and each chosen model (forget questions of the evaluation split, the methods'
+    retain set as benign data); cached per model in ``out_dir/attacks/<name>.json``."""
+    from unlearnkit.attacks import run_attacks
+
+    task = models.bench.task
+    key = {"attacks": list(cfg.attacks), "max_new_tokens": cfg.attack_max_new_tokens}
+    out = {}
+    for name in ("target", *records):
+        path = out_dir / "attacks" / f"{name}.json"
+        if path.is_file():
+            cached = read_json(path)
+            if cached.get("key") == key and cached.get("run") == (records[name]["chosen"]["run_dir"]
+                                                                  if name in records else "target"):
+                out[name] = cached
+                continue
+        if name == "target":
+            model, run = models.target, "target"
+        else:
+            run = records[name]["chosen"]["run_dir"]
+            model = load_model(Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run))
+        console.print(f"[bold]attacks[/bold] {name}: {', '.join(cfg.attacks)}")
+        t0 = time.perf_counter()
+        result = run_attacks(model, task.forget_eval, list(cfg.attacks), task.retain, seed=cfg.unlearn.seed,
+                             max_new_tokens=cfg.attack_max_new_tokens, method=name,
+                             work_dir=str(models.cache / "attack_work"))
+        result.update({"key": key, "run": run, "seconds": time.perf_counter() - t0})
+        write_json_atomic(path, result)
+        out[name] = result
+        if name != "target":
+            del model
+            gc.collect()
+    return out
+
+
 def _row(name: str, rec: dict | None, summary: dict, floor: float) -> dict:
     if rec is None:
         return comparison_row(name, summary)
@@ -180,6 +223,9 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out_dir: str | Path = "runs/tofu", 
         state["finals"][name] = evaluate_choice(records[name], models, cfg)
         phases[f"{name}_final_eval"] = time.perf_counter() - t0
         _write(out_dir, cfg, models, records, state, t_start, partial=name != cfg.methods[-1])
+    if cfg.attacks:
+        state["attacks"] = run_benchmark_attacks(cfg, models, records, out_dir, console)
+        phases["attacks"] = sum(r.get("seconds", 0.0) for r in state["attacks"].values())
     summary = _write(out_dir, cfg, models, records, state, t_start, partial=False)
     print_table(summary["rows"], title=f"TOFU {cfg.setup.forget} ({cfg.setup.layout} layout), final suite",
                 console=console)
@@ -233,6 +279,7 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
           + evidence_markdown(evidence)
           + f"\nTotal wall time: {summary['seconds']:.0f} s.\n")
     write_text_atomic(out_dir / "results.md", md)
-    write_report([out_dir / "results.json", evidence], out_dir / "report.html", None,
+    write_report([out_dir / "results.json", evidence, *state.get("attacks", {}).values()], out_dir / "report.html",
+                 None,
                  title=f"unlearnkit: TOFU {cfg.setup.forget}")
     return summary
