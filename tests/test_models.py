@@ -172,3 +172,22 @@ def test_load_model_reads_a_weight_run_directory(tmp_path):
     (run / "run.json").write_text("{}")
     lm = load_model(run)
     assert lm.name == "npo" and lm.generate(["hi"], max_new_tokens=2) is not None
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_generation_stops_at_the_next_step_when_cancelled(tiny_lm, sample):
+    from unlearnkit.models.base import cancellation
+
+    calls = []
+
+    def check():
+        calls.append(1)
+        return len(calls) > 3
+
+    kwargs = {"do_sample": True, "seed": 0} if sample else {"chat": False}  # (the random model ends chats at once)
+    full = tiny_lm.generate(["hello there"], max_new_tokens=40, **kwargs)[0]
+    with cancellation(check):
+        cut = tiny_lm.generate(["hello there"], max_new_tokens=40, **kwargs)[0]
+    assert len(calls) <= 6  # checked once per decode step: it stopped at the step after the check said so
+    assert 0 <= len(cut) < len(full)
+    assert tiny_lm.generate(["hello there"], max_new_tokens=40, **kwargs)[0] == full  # outside: no effect

@@ -154,3 +154,40 @@ def test_health_is_503_when_the_upstream_endpoint_is_down(tmp_path):
         assert str(port) not in r.text  # the upstream's address is not disclosed
     finally:
         handle.stop()
+
+
+class SteppingModel(SlowModel):
+    """Decodes ``steps`` steps of ``delay`` seconds, stopping early when the gateway cancels."""
+
+    def __init__(self, steps: int = 200, delay: float = 0.01):
+        super().__init__(delay)
+        self.steps, self.done_steps = steps, 0
+
+    def generate(self, prompts, **kwargs):
+        from unlearnkit.models.base import cancelled
+
+        self.started.set()
+        for _ in range(self.steps):
+            if cancelled():
+                break
+            time.sleep(self.delay)
+            self.done_steps += 1
+        return ["ok"] * len(prompts)
+
+
+def test_an_abandoned_request_stops_at_the_next_decode_step(tmp_path):
+    model = SteppingModel(steps=500, delay=0.01)
+    engine = _engine(tmp_path, model)
+    try:
+        job = _job("gone", 1)
+        future = engine.submit(job)
+        assert model.started.wait(5)
+        time.sleep(0.1)
+        job.abandon()
+        t0 = time.perf_counter()
+        with pytest.raises(APIError):
+            future.result(timeout=10)
+        assert time.perf_counter() - t0 < 1.0
+        assert model.done_steps < 100  # not the 500 steps (5 s) the whole answer would take
+    finally:
+        engine.stop()

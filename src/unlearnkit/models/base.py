@@ -7,8 +7,10 @@ Either way evaluation sees a ``LanguageModel``.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Union
 
 from unlearnkit.models.scores import AnswerScores
@@ -40,6 +42,25 @@ def last_user_message(prompt: Prompt) -> str:
 
 
 MAX_WRAP_DEPTH = 16  # guards around guards: deeper chains are treated as cycles
+_CANCEL = threading.local()
+
+
+@contextmanager
+def cancellation(check: Callable[[], bool]):
+    """While the block runs in this thread, generation stops at the next decode step once ``check()`` is true
+    (what it has so far is returned). The gateway's worker uses it to drop work whose client has gone."""
+    previous = getattr(_CANCEL, "check", None)
+    _CANCEL.check = check
+    try:
+        yield
+    finally:
+        _CANCEL.check = previous
+
+
+def cancelled() -> bool:
+    """Whether the innermost ``cancellation`` check of this thread says stop (False outside one)."""
+    check = getattr(_CANCEL, "check", None)
+    return bool(check is not None and check())
 
 
 def chain(model):

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.models.base import LanguageModel, Prompt, as_messages
+from unlearnkit.models.base import LanguageModel, Prompt, as_messages, cancelled
 from unlearnkit.models.chat_format import ChatFormat, has_template, labelled_ids, transcript
 from unlearnkit.models import vllm_generation
 from unlearnkit.models.onednn import onednn_linears
@@ -327,6 +328,7 @@ class HFLanguageModel(LanguageModel):
             kwargs.update(temperature=temperature, top_p=top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled()])
         bar = tqdm(total=len(order), desc=progress, disable=progress is None, leave=False)
         for idx in _batches(order, batch_size):
             width = max(len(ids[i]) for i in idx)
@@ -387,6 +389,13 @@ class HFLanguageModel(LanguageModel):
     def save(self, path: str | Path) -> Path:
         """Write a Hugging Face model directory atomically (temp dir, then rename), with its chat format."""
         return save_model_dir(self.model, self.tokenizer, path, chat_format=self.chat_format)
+
+
+class _StopWhenCancelled(StoppingCriteria):
+    """Ends ``model.generate`` at the next step once the thread's ``cancellation`` check says so."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), cancelled(), dtype=torch.bool, device=input_ids.device)
 
 
 def save_model_dir(model, tokenizer, path: str | Path, chat_format: ChatFormat | None = None) -> Path:

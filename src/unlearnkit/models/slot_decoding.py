@@ -27,7 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+
 from tqdm.auto import tqdm
+
+from unlearnkit.models.base import cancelled
 
 from unlearnkit.models.prefix_scoring import PrefixScorer, _Piece, _Row, additive_mask, cache_kwarg
 from unlearnkit.models.scores import AnswerScores
@@ -152,10 +155,14 @@ class SlotDecoder:
                 last[slot] = tok
             live += len(take)
 
+        stop_all = False
+
         def finish() -> None:
             nonlocal live
             newest = produced[torch.arange(live), (made[:live] - 1).clamp_min(0)]
             done = torch.isin(newest, self.eos) | (made[:live] >= max_new_tokens)
+            if stop_all:
+                done[:] = True
             for slot in sorted(torch.nonzero(done).flatten().tolist(), reverse=True):
                 toks = produced[slot, : int(made[slot])].tolist()
                 if toks and toks[-1] in self.eos_set:
@@ -179,6 +186,10 @@ class SlotDecoder:
                 continue  # a prompt may stop at its first token: check again before decoding
             if live == 0:
                 break
+            if cancelled():  # nobody waits for these answers any more: end every slot with what it has
+                stop_all = True
+                queue.clear()
+                continue
             cols = length[:live].to(dev)
             cache.live, cache.cols = live, cols
             cache.width = int(length[:live].max()) + 1

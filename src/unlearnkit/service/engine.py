@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unlearnkit.models.base import Prompt
+from unlearnkit.models.base import Prompt, cancellation
 from unlearnkit.service.guard_stack import GuardStack, tokenizer_model
 from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
 from unlearnkit.service.schemas import APIError
@@ -346,7 +346,9 @@ class Engine:
         self.stats["generate_calls"] += 1
         self.stats["prompts"] += len(prompts)
         try:
-            out = list(model.generate(prompts, **kwargs))
+            jobs = {id(job): job for job, _ in items}.values()
+            with cancellation(lambda: all(job.expired() for job in jobs)):  # stops at the next decode step
+                out = list(model.generate(prompts, **kwargs))
             if len(out) != len(prompts):
                 raise RuntimeError(f"the model returned {len(out)} answers for {len(prompts)} prompts")
             return out
