@@ -302,7 +302,7 @@ class Engine:
                     self._carry.append(job)
                 continue
             answers = job.answers
-            if any(a is None for a in answers):  # a prompt skipped because the request expired meanwhile
+            if job.expired() or any(a is None for a in answers):  # abandoned meanwhile: its answers may be cut
                 self._live([job])
                 continue
             detail = {"route": job.route, "guard": self.stack.kind}
