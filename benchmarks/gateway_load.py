@@ -15,6 +15,7 @@ an admin client adds and removes targets. It stops by itself and prints:
     python benchmarks/gateway_load.py                                   # 16 clients x 60 s per guard
     python benchmarks/gateway_load.py --duration 30 --guards bare,prompt
     python benchmarks/gateway_load.py --model tiny --duration 5         # a smoke run
+    python benchmarks/gateway_load.py --guards bare --clients 4 --flood  # one client floods: do the others wait?
 
 Guards not available in this installation (eco, alu before their methods exist)
 are skipped with a note.
@@ -78,7 +79,8 @@ async def run_guard(guard: str, model, args) -> dict:
     bare = guard == "bare"
     settings = ServeSettings(guard="none" if bare else guard, db_path=db, admin_token=token, log_level="warning",
                              default_max_tokens=args.max_tokens, max_tokens_limit=max(args.max_tokens, 64),
-                             prompt_filter=not bare, output_filter=not bare, max_batch_size=args.clients,
+                             prompt_filter=not bare, output_filter=not bare,
+                             max_batch_size=max(args.clients, -(-args.flood_prompts // 4) if args.flood else 1),
                              max_queue=4 * args.clients,
                              **({"batch_wait_ms": args.batch_wait_ms} if args.batch_wait_ms is not None else {}))
     handle = start_background_server(settings, model)
@@ -143,8 +145,23 @@ async def run_guard(guard: str, model, args) -> dict:
                             expected.add(name)
                     changes["made" if ok else "failed"] += 1
 
+            flood = {"requests": 0, "statuses": Counter()}
+
+            async def flooder():
+                """One client that sends the largest request it may, again and again (--flood)."""
+                while time.perf_counter() < deadline:
+                    try:
+                        r = await http.post("/v1/completions", json={
+                            "model": served, "prompt": [f"Story number {k}:" for k in range(args.flood_prompts)],
+                            "max_tokens": args.flood_max_tokens})
+                        flood["statuses"][str(r.status_code)] += 1
+                    except httpx.HTTPError as exc:
+                        flood["statuses"][type(exc).__name__] += 1
+                    flood["requests"] += 1
+
             t0 = time.perf_counter()
-            await asyncio.gather(admin(), *(client(i) for i in range(args.clients)))
+            await asyncio.gather(admin(), *(client(i) for i in range(args.clients)),
+                                 *([flooder()] if args.flood else []))
             elapsed = time.perf_counter() - t0
 
             found = {t["name"] for t in (await http.get("/admin/targets", headers=auth)).json()["data"]}
@@ -182,6 +199,10 @@ async def run_guard(guard: str, model, args) -> dict:
         "batches": stats.get("batches"),
         "mean_batch": (stats["requests"] / stats["batches"]) if stats.get("batches") else None,
         "batch_sizes": stats.get("batch_sizes"),
+        **({"flood_requests": flood["requests"], "flood_statuses": dict(flood["statuses"]),
+            # the goal: the other clients' p95 stays <= 3x their latency at rest
+            "unrelated_p95_over_idle": (percentile(unrelated, 0.95) / statistics.median(idle)) if idle else None}
+           if args.flood else {}),
     }
 
 
@@ -208,6 +229,11 @@ def main() -> None:
     ap.add_argument("--request-timeout", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-wait-ms", type=float, default=None, help="gateway setting (default: its own)")
+    ap.add_argument("--flood", action="store_true", help="add one client that floods the gateway with its largest "
+                    "requests (completions of --flood-prompts prompts x --flood-max-tokens) and report the other "
+                    "clients' p95 against their latency at rest")
+    ap.add_argument("--flood-prompts", type=int, default=16)
+    ap.add_argument("--flood-max-tokens", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
     if not (1 <= args.clients <= 256 and 0 < args.duration <= 600):
@@ -237,6 +263,10 @@ def main() -> None:
               f"{'matches' if row['registry_final_match'] else 'DIFFERS'} (lost {row['registry_lost']}); "
               f"targeted prompts refused {row['refused_targeted']}/{row['targeted']}, unrelated refused "
               f"{row['refused_unrelated']}")
+        if args.flood:
+            print(f"         flood: {row['flood_requests']} requests of {args.flood_prompts} x {args.flood_max_tokens} "
+                  f"tokens ({row['flood_statuses']}); the others' p95 / their p50 at rest = "
+                  f"{row['unrelated_p95_over_idle']:.2f} (goal <= 3)")
     base = next((r for r in rows if r["guard"] == "bare"), None)
     if base and len(rows) > 1:
         print("overhead vs bare upstream (unrelated prompts under load; sequential at rest):")
