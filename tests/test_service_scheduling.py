@@ -191,3 +191,26 @@ def test_an_abandoned_request_stops_at_the_next_decode_step(tmp_path):
         assert model.done_steps < 100  # not the 500 steps (5 s) the whole answer would take
     finally:
         engine.stop()
+
+
+def test_context_check_counts_the_guards_own_instructions(tmp_path):
+    """300 targets make the prompting guard's system prompt far longer than a 512-token context: a short
+    question is refused with a 400 that does not say how long the hidden part is."""
+    from unlearnkit.models.tiny import load_tiny
+
+    admin = "admin-token-for-tests-0123456789"
+    settings = ServeSettings(guard="prompt", db_path=tmp_path / "r.db", log_level="warning", admin_token=admin,
+                             max_context_tokens=512, default_max_tokens=8)
+    handle = start_background_server(settings, load_tiny())
+    try:
+        ask = {"model": "tiny-llama", "messages": [{"role": "user", "content": "What is 2 + 2?"}], "max_tokens": 8}
+        assert httpx.post(handle.url + "/v1/chat/completions", json=ask, timeout=30).status_code == 200
+        targets = [{"name": f"Person Number{k} Surname{k}"} for k in range(300)]
+        httpx.post(handle.url + "/admin/targets", json={"targets": targets}, timeout=30,
+                   headers={"Authorization": f"Bearer {admin}"}).raise_for_status()
+        r = httpx.post(handle.url + "/v1/chat/completions", json=ask, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert "server's own instructions" in r.json()["error"]["message"]
+        assert "300" not in r.json()["error"]["message"]
+    finally:
+        handle.stop()

@@ -32,6 +32,11 @@ class Guard(LanguageModel):
         self.name = f"{self.method}({base.name})"
         self.add_targets(targets)
 
+    def seen_prompt(self, prompt, chat: bool = True):
+        """The prompt as the model under the guard receives it (a guard that adds instructions says so here);
+        the gateway checks the context length against it."""
+        return prompt
+
     @property
     def target_names(self) -> list[str]:
         return [t.name for t in self.targets]

@@ -38,6 +38,9 @@ class PromptingGuard(Guard):
             out.append([{"role": "system", "content": system}] + [m for m in messages if m.get("role") != "system"])
         return out
 
+    def seen_prompt(self, prompt, chat: bool = True):
+        return self._with_system([prompt], chat)[0]
+
     def score(self, prompts, answers, *, chat=True, batch_size=16, progress=None):
         return self.base.score(self._with_system(prompts, chat), answers, chat=chat, batch_size=batch_size,
                                progress=progress)

@@ -326,12 +326,22 @@ class Engine:
                 log.exception("could not write %d guard events to the audit log", len(events))
 
     def _checked_prompt_tokens(self, job: Job, prompt: Prompt) -> int:
+        """The client's own prompt tokens (what usage reports); the context check also counts what the guard
+        adds (the prompting guard's instructions list the targets), without saying how much that is."""
         n_prompt = self._count_prompt(prompt, job.chat)
         if self.context_limit and n_prompt + job.max_new_tokens > self.context_limit:
             raise APIError(
                 400, f"this model's context is {self.context_limit} tokens; the prompt has {n_prompt} "
                 f"and max_tokens asks for {job.max_new_tokens}: shorten the prompt or lower max_tokens",
                 param="messages" if job.chat else "prompt", code="context_length_exceeded")
+        guard = self.stack.guard
+        if self.context_limit and guard is not None and hasattr(guard, "seen_prompt"):
+            seen = guard.seen_prompt(prompt, job.chat)
+            if seen is not prompt and self._count_prompt(seen, job.chat) + job.max_new_tokens > self.context_limit:
+                raise APIError(
+                    400, f"this model's context is {self.context_limit} tokens, and the prompt with the server's own "
+                    "instructions and max_tokens does not fit: shorten the prompt or lower max_tokens",
+                    param="messages" if job.chat else "prompt", code="context_length_exceeded")
         return n_prompt
 
     def _generate(self, model, items: list[tuple[Job, int]], key: tuple) -> list:
