@@ -14,23 +14,15 @@ from collections.abc import Callable, Sequence
 
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped
 from unlearnkit.data.records import QARecord
-from unlearnkit.models.base import Prompt, weights_model
+from unlearnkit.models.base import Prompt, estimate_prompt_tokens
 
 
 def model_token_counter(model) -> tuple[Callable[[Prompt], int], int | None]:
     """(count tokens of a chat prompt as the model sees it, the model's context length or None)."""
-    hf = weights_model(model)
-    if hf is None:
-        return (lambda p: approx_tokens(p)), None
-    limit = getattr(getattr(getattr(hf, "model", None), "config", None), "max_position_embeddings", None)
-    return (lambda p: len(hf.prompt_ids(p))), limit
+    return model.prompt_tokens, model.context_length
 
 
-def approx_tokens(prompt: Prompt) -> int:
-    """~4 characters per token plus a few per message: for models without a tokenizer."""
-    if isinstance(prompt, str):
-        return max(1, len(prompt) // 4)
-    return sum(4 + len(m.get("content", "")) // 4 for m in prompt)
+approx_tokens = estimate_prompt_tokens  # the count of a model without a tokenizer
 
 
 def shots_messages(shots: Sequence[QARecord], question: str) -> list[dict[str, str]]:

@@ -193,18 +193,11 @@ class ALUTrace:
 
 
 def _count_tokens(backend: LanguageModel, prompts: list, outputs: list[str], chat: bool) -> tuple[list, list, bool]:
-    if hasattr(backend, "prompt_ids") and hasattr(backend, "tokenizer"):
-        try:
-            p = [len(backend.prompt_ids(x, chat)) for x in prompts]
-            c = [len(backend.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs]
-            return p, c, False
-        except Exception:  # noqa: BLE001 - accounting must never break an answer
-            pass
-
-    def chars(x) -> int:
-        return len(x) if isinstance(x, str) else sum(len(m.get("content", "")) for m in x)
-
-    return [max(1, chars(x) // 4) for x in prompts], [max(1, len(o) // 4) if o else 0 for o in outputs], True
+    try:
+        return ([backend.prompt_tokens(x, chat) for x in prompts], [backend.count_tokens(o) for o in outputs],
+                backend.tokens_are_estimated)
+    except Exception:  # noqa: BLE001 - accounting must never break an answer
+        return [0] * len(prompts), [0] * len(outputs), True
 
 
 @dataclass

@@ -85,6 +85,18 @@ def weights_model(model):
     return next((m for m in chain(model) if hasattr(m, "tokenizer") and hasattr(m, "prompt_ids")), None)
 
 
+def estimate_tokens(text: str) -> int:
+    """About 4 characters a token: the count of a model without a tokenizer (an endpoint)."""
+    return -(-len(text) // 4) if text else 0
+
+
+def estimate_prompt_tokens(prompt: Prompt) -> int:
+    """``estimate_tokens`` of a prompt, plus a few tokens per chat message for the template."""
+    if isinstance(prompt, str):
+        return max(1, estimate_tokens(prompt))
+    return sum(4 + estimate_tokens(m.get("content", "")) for m in prompt)
+
+
 class LanguageModel(ABC):
     """Batched scoring and generation over chat prompts.
 
@@ -133,6 +145,23 @@ class LanguageModel(ABC):
         """The most tokens one sequence may hold, when known."""
         inner = self.inner
         return inner.context_length if inner is not None else None
+
+    # Token counts: the wrapped model's, else an estimate of ~4 characters a token (an endpoint without a
+    # tokenizer). ``tokens_are_estimated`` says which.
+    @property
+    def tokens_are_estimated(self) -> bool:
+        inner = self.inner
+        return inner.tokens_are_estimated if inner is not None else True
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` alone (no special tokens)."""
+        inner = self.inner
+        return inner.count_tokens(text) if inner is not None else estimate_tokens(text)
+
+    def prompt_tokens(self, prompt: Prompt, chat: bool = True) -> int:
+        """Tokens of ``prompt`` as this model's template renders it."""
+        inner = self.inner
+        return inner.prompt_tokens(prompt, chat) if inner is not None else estimate_prompt_tokens(prompt)
 
     @property
     def editable(self) -> bool:

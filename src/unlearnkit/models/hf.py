@@ -167,6 +167,14 @@ class HFLanguageModel(LanguageModel):
         return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
     # -- scoring -----------------------------------------------------------------
+    tokens_are_estimated = False
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+    def prompt_tokens(self, prompt: Prompt, chat: bool = True) -> int:
+        return len(self.prompt_ids(prompt, chat))
+
     @property
     def context_length(self) -> int | None:
         """The most tokens one sequence may hold (the config's ``max_position_embeddings``), None if unknown."""

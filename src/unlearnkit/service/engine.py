@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
-import math
 import queue
 import threading
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnkit.models.base import Prompt, cancellation
-from unlearnkit.service.guard_stack import GuardStack, tokenizer_model
+from unlearnkit.service.guard_stack import GuardStack
 from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
 from unlearnkit.service.schemas import APIError
 from unlearnkit.service.settings import ServeSettings
@@ -106,7 +105,6 @@ class Engine:
         self._startup_error: BaseException | None = None
         self._recent: collections.deque[int] = collections.deque(maxlen=8)  # recent batch sizes
         self._carry: collections.deque[Job] = collections.deque()  # requests with prompts left for later turns
-        self._tok_model = tokenizer_model(stack.upstream)
         self.context_limit = settings.max_context_tokens or self._model_context()
         self.stats: dict[str, Any] = {"requests": 0, "batches": 0, "generate_calls": 0, "prompts": 0,
                                       "refused_prompt": 0, "filtered_output": 0, "errors": 0, "syncs": 0,
@@ -389,22 +387,18 @@ class Engine:
 
     # -- token counting (worker thread only) ------------------------------------------
     def _model_context(self) -> int | None:
-        m = self._tok_model
-        return m.context_length if m is not None else None
+        return self.stack.upstream.context_length
 
     def _count(self, text: str) -> int:
-        m = self._tok_model
-        if m is None:
-            return max(1, math.ceil(len(text) / 4)) if text else 0
-        return len(m.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.stack.upstream.count_tokens(text)
 
     def _count_prompt(self, prompt: Prompt, chat: bool) -> int:
         """Tokens of the client's own prompt (never the guard's additions, which would
         reveal the size of the target list)."""
-        m = self._tok_model
-        if m is None:
+        upstream = self.stack.upstream
+        if upstream.tokens_are_estimated:
             return self._count(_prompt_text(prompt))
-        return len(m.prompt_ids(prompt, chat=chat))
+        return upstream.prompt_tokens(prompt, chat)
 
 
 def _prompt_text(prompt: Prompt) -> str:

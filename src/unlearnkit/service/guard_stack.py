@@ -24,7 +24,7 @@ from typing import Any
 from unlearnkit.data.target_matching import TargetMatcher
 from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
-from unlearnkit.models.base import LanguageModel, weights_model
+from unlearnkit.models.base import LanguageModel
 
 GUARD_METHODS = {"prompting": "prompting", "eco": "eco", "alu": "alu"}
 
@@ -127,8 +127,3 @@ class GuardStack:
     def describe(self) -> dict[str, Any]:
         return {"guard": self.kind, "upstream": getattr(self.upstream, "name", "model"),
                 "targets": len(self.applied), "version": self.version}
-
-
-def tokenizer_model(model: LanguageModel):
-    """The model in the guard chain with a local tokenizer, or None (an endpoint)."""
-    return weights_model(model)

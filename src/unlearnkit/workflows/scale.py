@@ -134,12 +134,7 @@ class CallCounter:
 
 
 def _token_counter(lm) -> tuple[Callable[[Any, bool], int], Callable[[str], int]]:
-    if hasattr(lm, "prompt_ids") and hasattr(lm, "tokenizer"):
-        return ((lambda p, chat: len(lm.prompt_ids(p, chat))),
-                (lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])))
-    from unlearnkit.attacks.many_shot import approx_tokens
-
-    return (lambda p, chat: approx_tokens(p)), (lambda text: max(1, len(text) // 4) if text else 0)
+    return lm.prompt_tokens, lm.count_tokens
 
 
 @contextmanager
