@@ -79,16 +79,16 @@ class Relearning(Attack):
         with tempfile.TemporaryDirectory(prefix="relearn-", dir=self.work_dir) as tmp:
             return Trainer(FineTune(), model, train_records, None, cfg, tmp, resume=False, progress="relearning").run()
 
-    def run(self, model, records, ctx):
-        train, held = split_forget(records, self.fraction, ctx.seed)
-        before = recovery_metrics(model, held, ctx.max_new_tokens, ctx.batch_size)
+    def measure(self, model, train: Sequence[QARecord], asked: Sequence[QARecord], ctx) -> dict:
+        """Leak on ``asked`` before and after fine-tuning a copy of ``model`` on ``train``."""
+        before = recovery_metrics(model, asked, ctx.max_new_tokens, ctx.batch_size)
         relearned = self.relearn(model, train, ctx.seed)
-        after = recovery_metrics(relearned, held, ctx.max_new_tokens, ctx.batch_size)
+        after = recovery_metrics(relearned, asked, ctx.max_new_tokens, ctx.batch_size)
         del relearned
         per_example = [{**a, "generation_before": b["generation"], "keyword_hit_before": b["keyword_hit"]}
                        for a, b in zip(after.pop("per_example"), before.pop("per_example"))]
         return {
-            "n": len(held),
+            "n": len(asked),
             "n_train": len(train),
             "steps": self.steps,
             "lr": self.lr,
@@ -99,6 +99,10 @@ class Relearning(Attack):
             "recovery": {k: after[k] - before[k] for k in before},
             "per_example": per_example,
         }
+
+    def run(self, model, records, ctx):
+        train, held = split_forget(records, self.fraction, ctx.seed)
+        return self.measure(model, train, held, ctx)
 
 
 class RelearnDisjoint(Relearning):
@@ -135,14 +139,4 @@ class RelearnBenign(Relearning):
             raise AttackSkipped("relearn_benign needs unrelated data to fine-tune on (retain records)")
         forget_questions = {r.question for r in records}
         benign = [r for r in self.retain_records if r.question not in forget_questions]
-        records = list(records)
-        before = recovery_metrics(model, records, ctx.max_new_tokens, ctx.batch_size)
-        relearned = self.relearn(model, benign, ctx.seed)
-        after = recovery_metrics(relearned, records, ctx.max_new_tokens, ctx.batch_size)
-        del relearned
-        per_example = [{**a, "generation_before": b["generation"], "keyword_hit_before": b["keyword_hit"]}
-                       for a, b in zip(after.pop("per_example"), before.pop("per_example"))]
-        return {"n": len(records), "n_train": len(benign), "steps": self.steps, "lr": self.lr,
-                "leak_rate": after["keyword_accuracy"], "rouge_l_recall": after["rouge_l_recall"],
-                "before": before, "after": after, "recovery": {k: after[k] - before[k] for k in before},
-                "per_example": per_example}
+        return self.measure(model, benign, list(records), ctx)
