@@ -168,6 +168,13 @@ def main(argv=None) -> dict:
                 ["attack", *[r["method"] for r in attack_res]],
                 [[a, *[("skipped" if r["attacks"].get(a, {}).get("skipped") else r["attacks"].get(a, {}).get("leak_rate"))
                        for r in attack_res]] for a in names])
+    from unlearnkit.attacks.recovery import most_robust
+
+    robust = most_robust({r["method"]: r["attacks"] for r in attack_res})
+    print_table("Most robust method per attack (leak rate; recovery ratio = leak / the target's leak)",
+                ["attack", "method", "leak rate", "recovery ratio", "target leak", "longest s"],
+                [[r["attack"], r["method"] or "none ran", r["leak_rate"], r["recovery_ratio"],
+                  r["reference_leak_rate"], r["max_seconds"]] for r in robust])
     ev_rows = [r for r in results if r.get("kind") == "evaluation"]
     print_table("Forgetting and utility", ["method", "forget quality", "model utility", "forget keyword acc"],
                 [[r["method"], r["summary"].get("forget_quality"), r["summary"].get("model_utility"),

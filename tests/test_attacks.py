@@ -539,3 +539,29 @@ def test_relearn_benign_and_soft_prompt_on_the_tiny_model(tiny_target, simple_ta
     assert soft["train_loss_last"] < soft["train_loss_first"]  # the prefix learned the train half
     assert 0 < soft["answer_prob_before"] <= 1 and 0 < soft["answer_prob_after"] <= 1
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_target.model.parameters()))  # weights untouched
+
+
+def test_most_robust_method_per_attack_with_ties_and_skips(tmp_path):
+    from unlearnkit.attacks.recovery import most_robust
+    from unlearnkit.reports.html import robust_markdown, write_report
+
+    attacks = {"target": {"plain": {"leak_rate": 0.8, "seconds": 3.0}, "quantize": {"leak_rate": 0.5},
+                          "soft_prompt": {"leak_rate": 0.4}},
+               "npo": {"plain": {"leak_rate": 0.2, "seconds": 5.0}, "quantize": {"leak_rate": 0.1},
+                       "soft_prompt": {"skipped": True, "reason": "no weights"}},
+               "blur": {"plain": {"leak_rate": 0.2, "seconds": 4.0}, "quantize": {"leak_rate": 0.3},
+                        "soft_prompt": {"skipped": True, "reason": "no weights"}}}
+    rows = {r["attack"]: r for r in most_robust(attacks)}
+    # a tie in leak rate (and ratio) goes to the name, so dict order never decides
+    assert rows["plain"]["method"] == "blur" and rows["plain"]["leak_rate"] == 0.2
+    assert rows["plain"]["recovery_ratio"] == pytest.approx(0.25) and rows["plain"]["max_seconds"] == 5.0
+    assert rows["quantize"]["method"] == "npo" and rows["quantize"]["reference_leak_rate"] == 0.5
+    assert rows["soft_prompt"]["method"] is None and rows["soft_prompt"]["skipped_for"] == ["blur", "npo"]
+    reordered = {"blur": attacks["blur"], "target": attacks["target"], "npo": attacks["npo"]}
+    assert most_robust(reordered) == most_robust(attacks)
+    results = [{"kind": "attacks", "method": m, "attacks": a} for m, a in attacks.items()]
+    md = robust_markdown(results)
+    assert "Most robust method per attack" in md and "| quantize | npo |" in md and "none ran" in md
+    write_report(results, tmp_path / "r.html", tmp_path / "r.md")
+    assert "Most robust method per attack" in (tmp_path / "r.html").read_text()
+    assert "Most robust method per attack" in (tmp_path / "r.md").read_text()

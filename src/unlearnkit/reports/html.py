@@ -217,6 +217,23 @@ def attack_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
+def robust_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
+    """One row per attack: the method that leaks least under it, with its recovery ratio."""
+    from unlearnkit.attacks.recovery import most_robust
+
+    headers = ["attack", "most robust method", "its leak rate", "its recovery ratio", "target's leak rate",
+               "methods run", "skipped for", "longest seconds"]
+    return headers, [[r["attack"], r["method"] or "none ran", r["leak_rate"], r["recovery_ratio"],
+                      r["reference_leak_rate"], r["methods_run"], ", ".join(r["skipped_for"]) or "–",
+                      r["max_seconds"]] for r in most_robust(data.attacks)]
+
+
+def robust_markdown(attack_results: Sequence[Any]) -> str:
+    """The most-robust-method table of ``attack_results`` (``run_attacks`` results) as Markdown."""
+    data = collect(list(attack_results))
+    return "## Most robust method per attack\n\n" + _md_table(*robust_rows(data)) if data.attacks else ""
+
+
 def scale_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
     keys: list[str] = []
     for res in data.scale.values():
@@ -320,6 +337,7 @@ def render_html(data: ReportData, title: str = "unlearnkit report") -> str:
     if data.methods:
         parts.append("<h2>Metrics per method</h2>" + _html_table(*method_rows(data)))
     if data.attacks:
+        parts.append("<h2>Most robust method per attack</h2>" + _html_table(*robust_rows(data)))
         parts.append("<h2>Attacks</h2>" + _html_table(*attack_rows(data)))
     if data.scale:
         parts.append("<h2>Scale sweep</h2>" + _html_table(*scale_rows(data)))
@@ -360,6 +378,7 @@ def render_markdown(data: ReportData, html_name: str | None = None, title: str =
         rows = [[a, *[("skipped" if data.attacks[m].get(a, {}).get("skipped")
                        else data.attacks[m].get(a, {}).get("leak_rate")) for m in data.attacks]] for a in attacks]
         out.append("## Leak rate per attack\n\n" + _md_table(["attack", *data.attacks], rows))
+        out.append("## Most robust method per attack\n\n" + _md_table(*robust_rows(data)))
     if data.scale:
         keys = ["n_targets", "unlearn_seconds", "latency_s_forget", "latency_s_retain", "tokens_per_query_forget",
                 "tokens_per_query_retain", "forget_leak_rate", "retain_keyword_accuracy"]

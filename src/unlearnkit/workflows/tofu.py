@@ -190,6 +190,19 @@ def run_benchmark_attacks(cfg: TofuBenchConfig, models: TofuModels, records: dic
     return out
 
 
+def print_most_robust(attacks: dict[str, dict], console: Console) -> None:
+    """Per attack: the method that leaks least, its leak and recovery ratio, and the longest time it took."""
+    from unlearnkit.attacks.recovery import most_robust
+
+    per_method = {name: result.get("attacks", {}) for name, result in attacks.items()}
+    console.print("[bold]most robust method per attack[/bold] (leak rate, recovery ratio vs the target)")
+    for row in most_robust(per_method):
+        ratio = "n/a" if row["recovery_ratio"] is None else f"{row['recovery_ratio']:.2f}"
+        leak = "n/a" if row["leak_rate"] is None else f"{row['leak_rate']:.3f}"
+        secs = "" if row["max_seconds"] is None else f", up to {row['max_seconds']:.0f} s per model"
+        console.print(f"  {row['attack']:<18} {row['method'] or 'none ran':<12} leak {leak}  recovery {ratio}{secs}")
+
+
 def _row(name: str, rec: dict | None, summary: dict, floor: float) -> dict:
     if rec is None:
         return comparison_row(name, summary)
@@ -226,6 +239,7 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out_dir: str | Path = "runs/tofu", 
     if cfg.attacks:
         state["attacks"] = run_benchmark_attacks(cfg, models, records, out_dir, console)
         phases["attacks"] = sum(r.get("seconds", 0.0) for r in state["attacks"].values())
+        print_most_robust(state["attacks"], console)
     summary = _write(out_dir, cfg, models, records, state, t_start, partial=False)
     print_table(summary["rows"], title=f"TOFU {cfg.setup.forget} ({cfg.setup.layout} layout), final suite",
                 console=console)
@@ -243,7 +257,7 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
     While only the sweeps are done (``stage: selection``) the table holds each choice on the selection suite;
     afterwards it holds the final suite."""
     from unlearnkit.reports.evidence import build_evidence, evidence_markdown
-    from unlearnkit.reports.html import write_report
+    from unlearnkit.reports.html import robust_markdown, write_report
 
     stage = state["stage"]
     if stage == "final":
@@ -277,6 +291,7 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
           + markdown_table(rows) + "\n"
           + "".join(f"* {rec['warning']}\n" for rec in records.values() if rec.get("warning"))
           + evidence_markdown(evidence)
+          + ("\n" + robust_markdown(list(state["attacks"].values())) if state.get("attacks") else "")
           + f"\nTotal wall time: {summary['seconds']:.0f} s.\n")
     write_text_atomic(out_dir / "results.md", md)
     write_report([out_dir / "results.json", evidence, *state.get("attacks", {}).values()], out_dir / "report.html",
