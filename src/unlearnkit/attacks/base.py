@@ -3,7 +3,7 @@
 An attack rewrites each forget question into an *attacked prompt* (a string or a
 chat message list); the model answers it and the answer is scored with the same
 leak metric as a plain query: keyword accuracy (GRIN's metric = the guards' leak
-rate, METRICS.md) and ROUGE-L recall against the record's answer.
+rate, docs/metrics.md) and ROUGE-L recall against the record's answer.
 
 * ``Attack.build(records, seed)`` returns one prompt per record (``None`` where the
   attack cannot rewrite that record). Same seed, same prompts.

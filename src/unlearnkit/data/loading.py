@@ -63,7 +63,7 @@ def _read_text(path: Path) -> str:
                         "JSON Lines") from exc
 
 
-def _read_rows(path: Path) -> list[tuple[str, Any]]:
+def read_rows(path: Path) -> list[tuple[str, Any]]:
     """(location, row) pairs; the location names the file and line/record for error messages."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -172,7 +172,7 @@ def read_split(root: str | Path, name: str, limit: int | None = None, *, allow_e
     if not files:
         known = ", ".join(available_splits(root)) or "none (no .jsonl/.json/.parquet files there)"
         raise UnknownSplitError(f"unknown split '{name}' in {root}: available splits are {known}; pick one of them")
-    records = [_record(loc, row) for path in files for loc, row in _read_rows(path)]
+    records = [_record(loc, row) for path in files for loc, row in read_rows(path)]
     if not records and not allow_empty:
         where = files[0] if len(files) == 1 else f"{len(files)} shards in {files[0].parent}"
         raise DataError(f"split '{name}' ({where}) is empty: it must hold at least one record; fill the file or "

@@ -1,4 +1,4 @@
-"""Extraction strength (METRICS.md): ES = 1 − k*/|y|.
+"""Extraction strength (docs/metrics.md): ES = 1 − k*/|y|.
 
 k* is the smallest k such that the teacher-forced greedy prediction matches every answer
 token from position k on. All tokens match → 1; the last token does not match → k* = |y|,

@@ -1,4 +1,4 @@
-"""TOFU forget quality: KS two-sample test p-value between truth-ratio distributions (METRICS.md).
+"""TOFU forget quality: KS two-sample test p-value between truth-ratio distributions (docs/metrics.md).
 
 ``scipy.stats.ks_2samp`` two-sided with its default method ("auto": exact for small
 samples, asymptotic otherwise), as OpenUnlearning does. KS only sees ranks, so passing R

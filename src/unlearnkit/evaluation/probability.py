@@ -1,4 +1,4 @@
-"""Normalised answer probability P̃(a|q) = exp(-L(a|q)) and the TOFU "Prob" scores (METRICS.md).
+"""Normalised answer probability P̃(a|q) = exp(-L(a|q)) and the TOFU "Prob" scores (docs/metrics.md).
 
 Every function takes either an ``AnswerScores`` (anything with an ``nll`` attribute: the
 mean answer-token NLL) or a plain float, which is read as an already computed P̃ in (0, 1].

@@ -1,4 +1,4 @@
-"""The TOFU evaluation suite (METRICS.md), for any ``LanguageModel``: edited model or guard.
+"""The TOFU evaluation suite (docs/metrics.md), for any ``LanguageModel``: edited model or guard.
 
 Forget set: Prob, ROUGE-L recall, truth ratio, extraction strength, keyword
 accuracy (leak rate). Retain, real_authors, world_facts: Prob, ROUGE, truth ratio

@@ -1,4 +1,4 @@
-"""TOFU truth ratio R = P̃(base) / GM_j P̃(perturbed_j) and its two aggregate scores (METRICS.md).
+"""TOFU truth ratio R = P̃(base) / GM_j P̃(perturbed_j) and its two aggregate scores (docs/metrics.md).
 
 Computed in log space from mean token NLLs: log R = mean_j L(perturbed_j) − L(base), so
 R = exp(mean_j L(pert_j) − L(base)). R > 1: the model prefers the true (base) answer.

@@ -1,4 +1,4 @@
-"""BLUR: Bi-Level UnleaRning (Reisizadeh et al. 2025, seed 003).
+"""BLUR: Bi-Level UnleaRning (Reisizadeh et al. 2025).
 
 The forget problem has priority: ``min_θ L_r(θ) s.t. θ ∈ argmin L_f(θ)``. Every
 step computes two gradients over the *whole* effective batch (all micro-batches
@@ -9,7 +9,7 @@ of the step), ``g_f = ∇L_f`` and ``g_r = ∇L_r``, and steps along
 
 so that ``<d, g_f> = γ‖g_f‖²``: forget progress every step, while the retain
 gradient only contributes its component orthogonal to ``g_f``. With the default
-α = 1 this is METHODS.md's ``d = g_r + (γ − <g_r,g_f>/‖g_f‖²)·g_f``; α ≠ 1 gives the
+α = 1 this is docs/methods.md's ``d = g_r + (γ − <g_r,g_f>/‖g_f‖²)·g_f``; α ≠ 1 gives the
 paper's RMU variant ``d = g_f + α·(g_r − proj_{g_f} g_r)`` (γ = 1). When
 ``‖g_f‖² ≤ 1e-24`` (no forget signal) ``d = α·g_r``.
 

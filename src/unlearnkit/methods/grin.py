@@ -1,4 +1,4 @@
-"""GRIN: Gradient-Ratio Influence + Noise (Anjarlekar & Pombra 2025, seed 004).
+"""GRIN: Gradient-Ratio Influence + Noise (Anjarlekar & Pombra 2025).
 
 Before training (``setup``):
 
@@ -20,7 +20,7 @@ from a snapshot right after each optimizer step (``after_step``; the snapshot is
 kept only when ``weight_decay > 0`` — without decay, a zero gradient gives an
 exactly zero AdamW update). Only tensors with at least one masked entry train.
 
-Unverified details (METHODS.md): ε = 1e-8, p = 1 %, σ = 0.1 relative to each
+Unverified details (docs/methods.md): ε = 1e-8, p = 1 %, σ = 0.1 relative to each
 tensor's standard deviation, all exposed as options. The NPO reference
 log-probs (and the KL reference) are taken from the model *before* the noise,
 i.e. the original target. GRIN edits individual weights, so it refuses LoRA.

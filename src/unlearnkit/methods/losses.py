@@ -1,4 +1,4 @@
-"""Loss functions shared by the weight-editing methods (METHODS.md notation).
+"""Loss functions shared by the weight-editing methods (docs/methods.md notation).
 
 Every function takes the model's logits on a batch built by
 ``HFLanguageModel.encode`` (labels = -100 outside the answer) so the prompt never

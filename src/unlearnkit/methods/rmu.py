@@ -6,7 +6,7 @@ Retain term: ``α·MSE(h_ℓ(D_r), h_ℓ^frozen(D_r))`` — on retain data the s
 activations stay where the frozen original puts them. Only the MLP
 down-projection weights of layers ``ℓ-2..ℓ`` train.
 
-Choices (METHODS.md leaves them open; each is an option):
+Choices (docs/methods.md leaves them open; each is an option):
 
 * ``layer`` — ℓ, the decoder layer whose *output* is steered (a forward hook on
   ``layers[ℓ]``; 0-based). ``-1`` = the middle layer, ``num_layers // 2``. The

@@ -35,7 +35,7 @@ from unlearnkit.workflows.tofu_models import TofuModels, TofuSetup, evaluate_ref
 from unlearnkit.workflows.unlearn import RUN_FILE, unlearn
 
 METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "blur", "grin", "prompting", "eco", "alu")
-# The sweep starts from the published settings (METHODS.md: lr 1e-5 for the full-weight methods on Llama) and
+# The sweep starts from the published settings (docs/methods.md: lr 1e-5 for the full-weight methods on Llama) and
 # adds one larger step, which a 135M model and a 40-example forget set need. RMU trains three down-projections
 # and GRIN 1 % of the weights: they need larger steps for the same effect. The inference-time methods have one
 # setting each (their own calibration: ECO's σ search, ALU's critic threshold).

@@ -1,4 +1,4 @@
-"""Evaluation suites beyond TOFU: WMDP, MMLU, MUSE, WPU and PKU-SafeRLHF (METRICS.md).
+"""Evaluation suites beyond TOFU: WMDP, MMLU, MUSE, WPU and PKU-SafeRLHF (docs/metrics.md).
 
 One entry point, ``run_suite(name, model, data_path, **options)`` (``registry.py``), returns a
 result dict shaped like the TOFU suite's: ``{"suite", "model", "data", "config", "summary",
@@ -68,9 +68,9 @@ def find_split_files(root: Path, name: str, subdirs: Sequence[str] = ("",)) -> l
 
 def read_rows(path: Path) -> list[tuple[str, Any]]:
     """(location, row) pairs of a .jsonl/.json/.parquet file; DataError naming the line on bad JSON."""
-    from unlearnkit.data.loading import _read_rows
+    from unlearnkit.data.loading import read_rows
 
-    return _read_rows(path)
+    return read_rows(path)
 
 
 def rows_of(files: Iterable[Path]) -> list[tuple[str, Any]]:

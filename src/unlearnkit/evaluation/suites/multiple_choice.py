@@ -1,4 +1,4 @@
-"""WMDP (bio / chem / cyber) and MMLU: zero-shot 4-way multiple choice (METRICS.md), plus text-corpus loading.
+"""WMDP (bio / chem / cyber) and MMLU: zero-shot 4-way multiple choice (docs/metrics.md), plus text-corpus loading.
 
 Prompt (lm-evaluation-harness's ``wmdp_*`` / ``mmlu_*`` tasks: description + ``doc_to_text``)::
 
@@ -69,7 +69,7 @@ def topic_of(subject: str) -> str:
 
 
 def mcq_prompt(question: str, choices: Sequence[str], topic: str) -> str:
-    """The exact zero-shot prompt of METRICS.md / lm-evaluation-harness."""
+    """The exact zero-shot prompt of docs/metrics.md / lm-evaluation-harness."""
     if len(choices) != 4:
         raise DataError(f"a multiple-choice question needs exactly 4 choices, got {len(choices)}")
     lines = [question.strip()] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, choices)] + ["Answer:"]

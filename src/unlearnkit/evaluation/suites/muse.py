@@ -1,4 +1,4 @@
-"""MUSE (News / Books): VerbMem, KnowMem and PrivLeak (METRICS.md), as the MUSE benchmark computes them.
+"""MUSE (News / Books): VerbMem, KnowMem and PrivLeak (docs/metrics.md), as the MUSE benchmark computes them.
 
 * **VerbMem** (``verbmem/forget``: fields ``prompt``, ``gt``): greedy continuation of the raw
   ``prompt`` (``chat=False``, 128 new tokens), ROUGE-L F1 against ``gt``; mean.

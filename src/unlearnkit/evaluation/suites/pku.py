@@ -1,4 +1,4 @@
-"""PKU-SafeRLHF: unlearn harmful behaviour; metric = unsafe rate of generations (METRICS.md).
+"""PKU-SafeRLHF: unlearn harmful behaviour; metric = unsafe rate of generations (docs/metrics.md).
 
 Forget set = the (prompt, response) pairs labelled unsafe. Records in the PKU-SafeRLHF export form
 (``prompt``, ``response_0``, ``response_1``, ``is_response_0_safe``, ``is_response_1_safe``, ...) give

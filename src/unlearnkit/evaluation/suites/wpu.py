@@ -1,4 +1,4 @@
-"""WPU (Wikipedia Person Unlearn): forget / hard-retain / general-retain QA about real people (METRICS.md).
+"""WPU (Wikipedia Person Unlearn): forget / hard-retain / general-retain QA about real people (docs/metrics.md).
 
 Per split, TOFU-style **Prob** (mean normalised answer probability P̃(answer|question),
 ``evaluation.probability.qa_prob_score``) and **ROUGE** (greedy generation, up to 200 new tokens,
