@@ -219,6 +219,24 @@ def test_lr_option_parsing():
         parse_lr_sweep(["npo"], SWEEP)
 
 
+def test_setting_option_adds_one_candidate_with_options_over_the_sweeps_own():
+    from unlearnkit.cli import add_settings
+    from unlearnkit.workflows.tofu import SWEEP, TofuBenchConfig, check_config
+    from unlearnkit.workflows.tofu_models import TofuSetup
+
+    out = add_settings(["blur:lr=1e-4,gamma=0.1", "rmu:lr=5e-4,epochs=2"], SWEEP)
+    assert out["blur"][:-1] == SWEEP["blur"] and out["blur"][-1] == {"lr": 1e-4, "options": {"gamma": "0.1"}}
+    assert out["rmu"][-1] == {"lr": 5e-4, "epochs": 2.0, "options": dict(SWEEP["rmu"][0]["options"])}
+    assert SWEEP["blur"] == out["blur"][:-1] and len(SWEEP["blur"]) == 2  # the module's sweep is not changed
+    check_config(TofuBenchConfig(setup=TofuSetup(data="x"), methods=("blur",), sweep=out))
+    with pytest.raises(ConfigError, match="unknown option|gammma"):  # a typo fails before anything trains
+        check_config(TofuBenchConfig(setup=TofuSetup(data="x"), methods=("blur",),
+                                     sweep=add_settings(["blur:gammma=0.1"], SWEEP)))
+    for bad in ("blur", "blur:", "blur:lr", "blur:lr=-1", "blur:lr=abc", ":lr=1"):
+        with pytest.raises(ConfigError, match="--setting"):
+            add_settings([bad], SWEEP)
+
+
 def test_a_sweep_with_no_run_above_the_floor_warns_and_names_the_fix(monkeypatch, tmp_path):
     from types import SimpleNamespace
 

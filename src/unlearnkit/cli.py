@@ -108,6 +108,7 @@ def tofu(
     select_general: Annotated[int, typer.Option(help="real_authors / world_facts questions in the selection suite")] = 20,
     final_subset: Annotated[Optional[int], typer.Option(help="final suite: keep N retain and N/2 general questions (default: every record)")] = None,
     attacks: Annotated[Optional[str], typer.Option(help="comma-separated attacks run on the target and every chosen model at the end (unlearnkit attack's names)")] = None,
+    setting: Annotated[list[str], typer.Option("--setting", help="METHOD:lr=1e-4,gamma=0.1: add one setting to a method's sweep (lr/epochs train it, other keys are method options; repeatable)")] = [],
 ):
     """TOFU end to end: fine-tune target and retain, sweep and choose each method's setting, evaluate, report."""
 
@@ -125,6 +126,7 @@ def tofu(
         if epochs is not None:
             cfg.unlearn = dataclasses.replace(cfg.unlearn, epochs=epochs)
         cfg.sweep = {**SWEEP, **parse_lr_sweep(lr, SWEEP)}
+        cfg.sweep = add_settings(setting, cfg.sweep)
         return run_tofu_benchmark(cfg, out, console=console)
 
     _run(go)
@@ -145,6 +147,38 @@ def parse_lr_sweep(items: list[str], sweep: dict) -> dict:
             raise ConfigError(f"--lr expects METHOD=LR1,LR2 with positive numbers, got '{item}'")
         options = next((c.get("options") for c in sweep.get(name.strip(), ()) if c.get("options")), None)
         out[name.strip()] = tuple({"lr": v, **({"options": options} if options else {})} for v in lrs)
+    return out
+
+
+def add_settings(items: list[str], sweep: dict) -> dict:
+    """``METHOD:lr=1e-4,gamma=0.1`` → one more candidate for METHOD: ``lr``/``epochs`` set its training, the
+    other keys are method options layered over the options the method's sweep already uses."""
+    from unlearnkit.errors import ConfigError
+
+    out = {k: tuple(v) for k, v in sweep.items()}
+    for item in items:
+        name, sep, body = item.partition(":")
+        name = name.strip()
+        pairs = [p.partition("=") for p in body.split(",") if p.strip()]
+        if not sep or not name or not pairs or any(not eq or not k.strip() or not v.strip() for k, eq, v in pairs):
+            raise ConfigError(f"--setting expects METHOD:key=value,... (e.g. blur:lr=1e-4,gamma=0.1), got '{item}'")
+        base = next((c.get("options") for c in out.get(name, ()) if c.get("options")), None) or {}
+        cand: dict = {"options": dict(base)}
+        for key, _, value in pairs:
+            key, value = key.strip(), value.strip()
+            if key in ("lr", "epochs"):
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = -1.0
+                if number <= 0:
+                    raise ConfigError(f"--setting {name}: {key} must be a positive number, got '{value}'")
+                cand[key] = number
+            else:
+                cand["options"][key] = value
+        if not cand["options"]:
+            del cand["options"]
+        out[name] = (*out.get(name, ()), cand)
     return out
 
 
