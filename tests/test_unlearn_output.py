@@ -35,3 +35,28 @@ def test_an_empty_or_missing_directory_is_used(tiny_lm, tiny_task, tmp_path):
     for out in (tmp_path / "empty", tmp_path / "new"):
         _, record = unlearn(tiny_lm, tiny_task, build_method("grad_ascent", {}), STEPS, out, model_spec="tiny")
         assert record["output"] == str(out / "model")
+
+
+def test_both_families_save_through_one_save_and_load_back_from_the_run_directory(tiny_lm, tiny_task, tmp_path):
+    from unlearnkit.methods.prompting import PromptingGuard, PromptingOptions
+    from unlearnkit.models.loading import load_model
+
+    for name, saved_in in (("grad_ascent", "model"), ("prompting", "")):
+        out = tmp_path / name
+        method = build_method(name, {})
+        model, record = unlearn(tiny_lm, tiny_task, method, STEPS, out, model_spec="tiny")
+        assert record["output"] == str(out / saved_in)
+        assert (record["train"] is None) == (method.family == "guard")
+        again = load_model(out)  # the run directory itself, for either family
+        assert type(again).__name__ == type(model).__name__
+    guard = PromptingGuard(tiny_lm, [], PromptingOptions())
+    with pytest.raises(ConfigError, match="needs the spec of the model it wraps"):
+        guard.save(tmp_path / "g")
+
+
+def test_a_model_served_elsewhere_cannot_be_saved(tmp_path):
+    from unlearnkit.models.remote import OpenAIChatModel
+
+    remote = OpenAIChatModel("http://127.0.0.1:9/v1", model="m")
+    with pytest.raises(ConfigError, match="cannot be saved"):
+        remote.save(tmp_path / "x")

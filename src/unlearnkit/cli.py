@@ -290,10 +290,9 @@ def evaluate(
         from unlearnkit.reports.summary import print_summary
 
         check_writable(out, "--out file")  # before the evaluation, not after
-        spec = _model_path(model)
         task = load_task(_data_dir(data), forget=forget, eval_limit=eval_limit)
         ref = read_result(reference, "reference") if reference else None  # before the evaluation, not after
-        lm = _load(spec, system_prompt, labels, pad_mask)
+        lm = _load(model, system_prompt, labels, pad_mask)
         cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, gen_batch_size=gen_batch_size,
                          generate=not no_generate, compat=compat)
         result = evaluate_tofu(lm, task, reference=ref, config=cfg)
@@ -334,7 +333,7 @@ def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=
     if data == "builtin" and suite.lower() != "tofu":
         raise ConfigError(f"suite '{suite}' needs --data PATH (a directory in the Hugging Face export format)")
     data_path = _data_dir(data) if suite.lower() == "tofu" else Path(data)
-    lm = _load(_model_path(model), system_prompt, labels, pad_mask)
+    lm = _load(model, system_prompt, labels, pad_mask)
     result = run_suite(suite, lm, data_path, **options)
     write_json_atomic(out, result)
     rows = [{"metric": k, "value": v} for k, v in result.get("summary", {}).items()
@@ -370,7 +369,7 @@ def ask(
         from unlearnkit.methods.alu import ask as ask_guard
         from unlearnkit.models import load_model
 
-        lm = load_model(_model_path(model))
+        lm = load_model(model)
         answer, tr = ask_guard(lm, query, max_new_tokens=max_new_tokens)
         if tr is not None and trace:
             _print_trace(tr)
@@ -477,7 +476,7 @@ def attack(
         from unlearnkit.models import load_model
 
         task = load_task(_data_dir(data), forget=forget)
-        lm = load_model(_model_path(model))
+        lm = load_model(model)
         names = [a.strip() for a in attacks.split(",")] if attacks else None
         result = run_attacks(lm, task.forget, names, task.retain, seed=seed, max_new_tokens=max_new_tokens,
                              translator=load_model(translator) if translator else None)
@@ -505,7 +504,7 @@ def scale(
         from unlearnkit.workflows.scale import ScaleConfig, run_builtin_scale
 
         cfg = ScaleConfig(sizes=tuple(int(x) for x in sizes.split(",")), sequential=sequential)
-        run_builtin_scale(load_model(_model_path(model)), build_method(method, _parse_opts(opt or [])), config=cfg,
+        run_builtin_scale(load_model(model), build_method(method, _parse_opts(opt or [])), config=cfg,
                           out_dir=out, method_name=method)
         console.print(f"written: {out / 'scale.json'}")
 
@@ -526,14 +525,6 @@ def report(
         console.print(f"written: {out}, {out.with_suffix('.md')}")
 
     _run(go)
-
-
-def _model_path(spec: str | None) -> str | None:
-    """A run directory of a weight method holds its model in ``model/`` (its path is where the run's
-    files are; ``load_model`` reads the same directories)."""
-    if spec and (Path(spec) / "model" / "config.json").is_file():
-        return str(Path(spec) / "model")
-    return spec
 
 
 def _print_rows(rows: list[dict], title: str) -> None:

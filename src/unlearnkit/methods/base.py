@@ -41,6 +41,7 @@ def option(default: Any, help: str) -> Any:
 class UnlearningMethod(ABC):
     name: ClassVar[str] = ""
     family: ClassVar[str] = "weights"  # or "guard"
+    saves_into: ClassVar[str] = "model"  # where in a run directory the result is saved (loadable by load_model)
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
 
@@ -70,6 +71,10 @@ class UnlearningMethod(ABC):
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "family": self.family, "options": dataclasses.asdict(self.options)}
 
+    def describe_training(self, train: TrainConfig) -> dict | None:
+        """The training settings a run record keeps (None: this method does not train)."""
+        return None
+
     @abstractmethod
     def apply(self, model: LanguageModel, task: TaskData, out_dir: Path, train: TrainConfig) -> LanguageModel:
         """Unlearn ``task.forget`` from ``model``; ``model`` itself is left unchanged."""
@@ -84,7 +89,12 @@ class WeightEditingMethod(UnlearningMethod):
     def apply(self, model, task, out_dir, train):
         from unlearnkit.training.loop import Trainer
 
-        return Trainer(self, model, task.forget, task.retain if self.uses_retain else None, train, out_dir).run()
+        result = Trainer(self, model, task.forget, task.retain if self.uses_retain else None, train, out_dir).run()
+        result.name = self.name
+        return result
+
+    def describe_training(self, train: TrainConfig) -> dict | None:
+        return dataclasses.asdict(train)
 
     # -- hooks the training loop calls ---------------------------------------
     def setup(self, ctx: TrainContext) -> None:

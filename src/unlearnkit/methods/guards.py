@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from unlearnkit.data.targets import Target, as_target, targets_from_records
-from unlearnkit.errors import ModelLoadError
+from unlearnkit.errors import ConfigError, ModelLoadError
 from unlearnkit.io import write_json_atomic
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.models.base import LanguageModel
@@ -57,9 +57,12 @@ class Guard(LanguageModel):
         return {"name": self.name, "kind": type(self).__name__, "base": self.base.describe(),
                 "targets": len(self.targets)}
 
-    def save(self, path: str | Path, base_spec: str) -> Path:
+    def save(self, path: str | Path, base_spec: str | None = None) -> Path:
         from dataclasses import asdict
 
+        if not base_spec:
+            raise ConfigError(f"saving the {self.method} guard needs the spec of the model it wraps (base_spec), "
+                              "e.g. the path it was loaded from")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         payload = {"method": self.method, "base_model": base_spec, "options": asdict(self.options),
@@ -72,6 +75,7 @@ class GuardMethod(UnlearningMethod):
     """An inference-time method: ``apply`` returns a guard, never new weights."""
 
     family: ClassVar[str] = "guard"
+    saves_into: ClassVar[str] = ""  # guard.json sits in the run directory itself
     guard_class: ClassVar[type[Guard]]
 
     def apply(self, model, task, out_dir, train):

@@ -11,7 +11,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Union
+
+from unlearnkit.errors import ConfigError
 
 from unlearnkit.models.scores import AnswerScores
 
@@ -170,6 +173,13 @@ class LanguageModel(ABC):
 
     def torch_module(self):  # pragma: no cover - overridden by weight-backed models
         raise TypeError(f"{self.name} has no weights to edit (it is an inference-time guard)")
+
+    def save(self, path: str | Path, base_spec: str | None = None) -> Path:
+        """Write this model where ``load_model(path)`` reads it back, and return ``path``.
+
+        Weight-backed models write a Hugging Face directory; guards write their settings and targets and name
+        the model they wrap by ``base_spec`` (the spec ``load_model`` takes). Endpoints cannot be saved."""
+        raise ConfigError(f"{self.name} cannot be saved: it is served elsewhere (save the model behind it there)")
 
     def describe(self) -> dict:
         """A JSON-able description, recorded in every result file."""

@@ -394,8 +394,9 @@ class HFLanguageModel(LanguageModel):
                 callback(info)
 
     # -- persistence -------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write a Hugging Face model directory atomically (temp dir, then rename), with its chat format."""
+    def save(self, path: str | Path, base_spec: str | None = None) -> Path:
+        """Write a Hugging Face model directory atomically (temp dir, then rename), with its chat format
+        (``base_spec`` is not needed: the weights stand alone)."""
         return save_model_dir(self.model, self.tokenizer, path, chat_format=self.chat_format)
 
 

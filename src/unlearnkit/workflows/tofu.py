@@ -104,9 +104,9 @@ def _run(name: str, cand: dict, models: TofuModels, cfg: TofuBenchConfig, run_di
     record_path = run_dir / RUN_FILE
     if record_path.is_file():
         record = read_json(record_path)
-        same_train = method.family != "weights" or record.get("train") == json.loads(json.dumps(asdict(train)))
+        same_train = record.get("train") == json.loads(json.dumps(method.describe_training(train)))
         same_options = record.get("options") == json.loads(json.dumps(method.describe().get("options")))
-        saved = run_dir / "model" if method.family == "weights" else run_dir
+        saved = run_dir / method.saves_into
         if same_train and same_options and saved.exists():
             console.print(f"[dim]{name} {_label(cand)}: finished run reused ({run_dir})[/dim]")
             return load_model(saved), record
@@ -146,7 +146,7 @@ def sweep_method(name: str, models: TofuModels, cfg: TofuBenchConfig, work: Path
 def evaluate_choice(rec: dict, models: TofuModels, cfg: TofuBenchConfig) -> dict:
     """The chosen run on the final suite (cached in its run directory)."""
     run_dir = Path(rec["chosen"]["run_dir"])
-    model = load_model(run_dir / "model" if (run_dir / "model").is_dir() else run_dir)
+    model = load_model(run_dir)  # a run directory: the edited model or the guard
     result = cached_evaluate(model, models.final_task, run_dir / "eval_final.json", cfg.setup.eval,
                              reference=models.evals["retain_final"])
     del model
@@ -175,7 +175,7 @@ def run_benchmark_attacks(cfg: TofuBenchConfig, models: TofuModels, records: dic
             model, run = models.target, "target"
         else:
             run = records[name]["chosen"]["run_dir"]
-            model = load_model(Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run))
+            model = load_model(run)
         console.print(f"[bold]attacks[/bold] {name}: {', '.join(cfg.attacks)}")
         t0 = time.perf_counter()
         result = run_attacks(model, task.forget_eval, list(cfg.attacks), task.retain, seed=cfg.unlearn.seed,

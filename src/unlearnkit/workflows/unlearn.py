@@ -109,23 +109,17 @@ def _earlier_seconds(out_dir: Path) -> float:
 
 
 def _unlearn_locked(model, task, method, train, out_dir: Path, model_spec):
-    earlier = _earlier_seconds(out_dir) if method.family == "weights" else 0.0
+    earlier = _earlier_seconds(out_dir)  # 0 unless an interrupted training resumes
     t0 = time.perf_counter()
     result = method.apply(model, task, out_dir, train)
     seconds = time.perf_counter() - t0 + earlier
-    if method.family == "weights":
-        result.name = method.name
-        result.save(out_dir / "model")
-        saved = out_dir / "model"
-    else:
-        base = str(Path(model_spec).resolve()) if model_spec and Path(model_spec).exists() else (model_spec or "smollm2")
-        result.save(out_dir, base_spec=base)
-        saved = out_dir
+    base = str(Path(model_spec).resolve()) if model_spec and Path(model_spec).exists() else (model_spec or "smollm2")
+    saved = result.save(out_dir / method.saves_into, base_spec=base)
     log = out_dir / "train_log.jsonl"
     steps = sum(1 for _ in log.open()) if log.exists() else 0
     record = {
         **method.describe(),
-        "train": asdict(train) if method.family == "weights" else None,
+        "train": method.describe_training(train),
         "input_model": model_spec,
         "data": str(task.root),
         "splits": asdict(task.splits),
