@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from unlearnkit.data import builtin_benchmark_dir, load_split, load_task
+from unlearnkit.environment import environment
 from unlearnkit.evaluation.tofu import EvalConfig
 from unlearnkit.io import write_json_atomic, write_text_atomic
 from unlearnkit.methods.registry import build_method
@@ -149,6 +150,7 @@ def run_demo(out_dir: str | Path = "runs/demo", model_spec: str | None = None, c
         "runs": runs,
         "results": {k: v["summary"] for k, v in results.items()},
         "seconds": time.perf_counter() - t_start,
+        "environment": environment(),
     }
     write_json_atomic(out_dir / "results.json", summary)
     write_text_atomic(out_dir / "results.md", "# unlearnkit demo\n\n" + markdown_table(rows)

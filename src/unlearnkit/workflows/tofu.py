@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from unlearnkit.environment import environment
 from unlearnkit.errors import ConfigError
 from unlearnkit.io import check_writable, read_json, write_json_atomic, write_text_atomic
 from unlearnkit.methods.registry import build_method
@@ -277,6 +278,7 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
         "rows": rows, "methods": records, "results": results,
         "select_reference": {k: models.evals[k]["summary"] for k in ("target_select", "retain_select")},
         "phases_seconds": dict(models.seconds), "seconds": time.perf_counter() - t_start,
+        "environment": environment(),
     }
     write_json_atomic(out_dir / "results.json", summary)
     for name, result in state["finals"].items():
