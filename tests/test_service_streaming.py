@@ -209,7 +209,7 @@ def test_streamed_answers_never_carry_a_protected_string(tmp_path):
 
 
 def test_sse_wire_format_is_openai_s(tmp_path):
-    handle = start_background_server(_settings(tmp_path), _sse_upstream({"safe": SAFE}))
+    handle = start_background_server(_settings(tmp_path, max_context_tokens=128), _sse_upstream({"safe": SAFE}))
     try:
         with httpx.stream("POST", handle.url + "/v1/chat/completions", timeout=30, json={
                 "model": "fake-upstream", "stream": True, "messages": [{"role": "user", "content": "safe"}]}) as r:
@@ -223,6 +223,9 @@ def test_sse_wire_format_is_openai_s(tmp_path):
         bad = httpx.post(handle.url + "/v1/chat/completions", json={
             "model": "fake-upstream", "stream": True, "max_tokens": 100000, "messages": [{"role": "user", "content": "x"}]})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "max_tokens_exceeded"
+        long = httpx.post(handle.url + "/v1/chat/completions", timeout=30, json={  # found by the worker
+            "model": "fake-upstream", "stream": True, "messages": [{"role": "user", "content": "word " * 200}]})
+        assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
     finally:
         handle.stop()
 
