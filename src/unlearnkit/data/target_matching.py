@@ -193,6 +193,14 @@ class TargetMatcher:
     def __bool__(self) -> bool:
         return bool(self.targets)
 
+    def patterns(self) -> dict[str, list]:
+        """The normalised strings ``leaks`` looks for, for a filter that sees an answer grow (the gateway's
+        streaming hold-back): ``names`` (compact name or alias, owner), ``parts`` (the strong parts of a name
+        of several, owner), ``compact`` (the names also found inside longer runs of letters and reversed) and
+        ``facts`` (a fact's skeleton words joined by single spaces, owner)."""
+        return {"names": list(self._names), "parts": list(self._parts), "compact": list(self._compact),
+                "facts": list(self._facts)}
+
     def mentions(self, text: str) -> list[str]:
         """Targets named in ``text``: a name or alias spelled by whole words, or all its parts present."""
         if not self._names or not text:

@@ -224,6 +224,7 @@ class ALUGuard(Guard):
     """
 
     method = "alu"
+    streams = False  # the audit, the critic and the composer read the whole draft: answers stream once decided
 
     def __init__(self, base: LanguageModel, targets: list, options: ALUOptions | None = None, *,
                  backends: dict[str, LanguageModel] | None = None, embedder: Embedder | None = None,

@@ -33,6 +33,7 @@ uses the retain model's score, which ``sigma_target`` accepts).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import threading
@@ -376,6 +377,24 @@ class ECOGuard(Guard):
                 out[i] = r
         if flagged:
             for i, r in zip(flagged, self.generate_corrupted([prompts[i] for i in flagged], chat=chat, **kwargs)):
+                out[i] = r
+        return out
+
+    @property
+    def streams(self) -> bool:  # the prompt is classified before generation: answers stream as the base's
+        return self.base.streams
+
+    def stream_generate(self, prompts, *, on_text, chat=True, **kwargs):
+        clean, flagged = self._split(prompts)
+        out = [""] * len(prompts)
+        for group, corrupt in ((clean, False), (flagged, True)):
+            if not group:
+                continue
+            with self.corruptor([prompts[i] for i in group], chat) if corrupt else contextlib.nullcontext():
+                answers = self.base.stream_generate([prompts[i] for i in group], chat=chat,
+                                                    on_text=lambda k, text, group=group: on_text(group[k], text),
+                                                    **kwargs)
+            for i, r in zip(group, answers):
                 out[i] = r
         return out
 

@@ -48,6 +48,13 @@ class PromptingGuard(Guard):
     def generate(self, prompts, *, chat=True, **kwargs):
         return self.base.generate(self._with_system(prompts, chat), chat=chat, **kwargs)
 
+    @property
+    def streams(self) -> bool:  # the instruction is added before generation: the answer streams as the base's
+        return self.base.streams
+
+    def stream_generate(self, prompts, *, on_text, chat=True, **kwargs):
+        return self.base.stream_generate(self._with_system(prompts, chat), on_text=on_text, chat=chat, **kwargs)
+
 
 class Prompting(GuardMethod):
     name = "prompting"

@@ -60,6 +60,11 @@ def cancellation(check: Callable[[], bool]):
         _CANCEL.check = previous
 
 
+def current_cancellation() -> Callable[[], bool] | None:
+    """The innermost ``cancellation`` check of this thread (None outside one): hand it to worker threads."""
+    return getattr(_CANCEL, "check", None)
+
+
 def cancelled() -> bool:
     """Whether the innermost ``cancellation`` check of this thread says stop (False outside one)."""
     check = getattr(_CANCEL, "check", None)
@@ -137,6 +142,21 @@ class LanguageModel(ABC):
         progress: str | None = None,
     ) -> list[str]:
         """Continue each prompt; greedy unless ``do_sample``."""
+
+    streams: bool = False
+    """Whether ``stream_generate`` reports answers while they are generated (False: once each is whole)."""
+
+    def stream_generate(self, prompts: Sequence[Prompt], *, on_text: Callable[[int, str], None],
+                        **kwargs) -> list[str]:
+        """``generate`` (same arguments, same answers), calling ``on_text(i, text)`` with prompt ``i``'s answer
+        so far as it grows. The returned answers are the final ones; the texts passed to ``on_text`` are progress
+        (each normally extends the last; a tokenizer's clean-up may revise a few characters at the end) and may
+        come from other threads. This default, for models and guards that must see a whole answer before they
+        can give it (an agentic guard's critic), reports each answer once, whole."""
+        answers = self.generate(prompts, **kwargs)
+        for i, text in enumerate(answers):
+            on_text(i, text)
+        return answers
 
     @property
     def inner(self) -> LanguageModel | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -241,7 +242,8 @@ class HFLanguageModel(LanguageModel):
         return out  # type: ignore[return-value]
 
     # -- generation --------------------------------------------------------------
-    @torch.no_grad()
+    streams = True
+
     def generate(self, prompts, *, chat=True, max_new_tokens=200, do_sample=False, temperature=1.0,
                  top_p=1.0, batch_size=8, seed=None, progress=None) -> list[str]:
         """Greedy (default) or sampled continuations, cut at the first end-of-sequence token.
@@ -252,6 +254,30 @@ class HFLanguageModel(LanguageModel):
         ``batch_size`` slots) where the architecture allows; sampling and other models use
         ``model.generate``.
         """
+        return self._generate(prompts, chat, max_new_tokens, do_sample, temperature, top_p, batch_size, seed,
+                              progress)
+
+    def stream_generate(self, prompts, *, on_text, chat=True, max_new_tokens=200, do_sample=False, temperature=1.0,
+                        top_p=1.0, batch_size=8, seed=None, progress=None) -> list[str]:
+        """``generate``, reporting each answer after every decode step (on vLLM: once, whole). The text reported
+        is the answer decoded so far, without a character that may still change (an incomplete UTF-8
+        sequence, trailing spaces, a space the tokenizer's clean-up may still remove)."""
+        made: dict[int, list[int]] = {}
+
+        def on_token(i: int, token: int) -> None:
+            tokens = made.setdefault(i, [])
+            tokens.append(token)
+            on_text(i, self._partial_text(tokens))
+
+        answers = self._generate(prompts, chat, max_new_tokens, do_sample, temperature, top_p, batch_size, seed,
+                                 progress, on_token)
+        for i, text in enumerate(answers):
+            on_text(i, text)
+        return answers
+
+    @torch.no_grad()
+    def _generate(self, prompts, chat, max_new_tokens, do_sample, temperature, top_p, batch_size, seed, progress,
+                  on_token=None) -> list[str]:
         ids = [self.prompt_ids(p, chat) for p in prompts]
         if not do_sample and vllm_generation.enabled(self.model) and not self._hides_tokens(ids):
             new = vllm_generation.generate(self, ids, max_new_tokens, self.eos_ids, progress=progress)
@@ -260,11 +286,19 @@ class HFLanguageModel(LanguageModel):
             if not do_sample and supports_fast_path(self.model):
                 decoder = SlotDecoder(self.model, batch_size, self.eos_ids, self.tokenizer.pad_token_id,
                                       notify=self._notify_batch, hidden_id=self.hidden_id)
-                new = decoder.generate(ids, max_new_tokens, progress=progress)
+                new = decoder.generate(ids, max_new_tokens, progress=progress, on_token=on_token)
             else:
                 new = self._hf_generate(ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed,
-                                        progress)
+                                        progress, on_token)
         return [self.decode_generation(toks) for toks in new]
+
+    def _partial_text(self, tokens: Sequence[int]) -> str:
+        """``decode_generation`` of an unfinished answer, less what the next tokens may still change."""
+        text = self.tokenizer.decode(list(tokens), skip_special_tokens=True, clean_up_tokenization_spaces=True)
+        eos_text = self.tokenizer.eos_token
+        if eos_text and eos_text in text:
+            text = text.split(eos_text)[0]
+        return _UNSETTLED.sub("", text.lstrip().rstrip("\ufffd"))
 
     @torch.no_grad()
     def score_and_generate(self, score_prompts, score_answers, gen_prompts, *, max_new_tokens=200, batch_size=16,
@@ -323,7 +357,8 @@ class HFLanguageModel(LanguageModel):
             text = text.split(eos_text)[0]
         return text.strip()
 
-    def _hf_generate(self, ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed, progress):
+    def _hf_generate(self, ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed, progress,
+                     on_token=None):
         if seed is not None:
             torch.manual_seed(seed)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
@@ -336,9 +371,12 @@ class HFLanguageModel(LanguageModel):
             kwargs.update(temperature=temperature, top_p=top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenCancelled()])
         bar = tqdm(total=len(order), desc=progress, disable=progress is None, leave=False)
         for idx in _batches(order, batch_size):
+            criteria = [_StopWhenCancelled()]
+            if on_token is not None:
+                criteria.append(_ReportTokens(idx, set(eos), on_token))
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
             width = max(len(ids[i]) for i in idx)
             batch = torch.full((len(idx), width), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -398,6 +436,30 @@ class HFLanguageModel(LanguageModel):
         """Write a Hugging Face model directory atomically (temp dir, then rename), with its chat format
         (``base_spec`` is not needed: the weights stand alone)."""
         return save_model_dir(self.model, self.tokenizer, path, chat_format=self.chat_format)
+
+
+# What a tokenizer's clean-up may still change at the end of a partial answer: trailing spaces, and a space
+# before an apostrophe or an "n" ("do n" + "'t" decodes as "don't").
+_UNSETTLED = re.compile(r"\s+[n']?$")
+
+
+class _ReportTokens(StoppingCriteria):
+    """Reports each row's newest token to ``on_token(prompt index, token)`` after every step of ``model.generate``
+    (never stops anything); a row is quiet from its first end-of-sequence token on."""
+
+    def __init__(self, indices: Sequence[int], eos: set[int], on_token):
+        self.indices, self.eos, self.on_token = list(indices), eos, on_token
+        self.ended: set[int] = set()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        for row, token in enumerate(input_ids[:, -1].tolist()):
+            if row in self.ended:
+                continue
+            if token in self.eos:
+                self.ended.add(row)
+            else:
+                self.on_token(self.indices[row], token)
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
 
 
 class _StopWhenCancelled(StoppingCriteria):

@@ -13,6 +13,7 @@ from the environment variable ``OPENAI_API_KEY`` (configurable; none is needed b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.models.base import LanguageModel, Prompt, as_messages
+from unlearnkit.models.base import LanguageModel, Prompt, as_messages, current_cancellation
 
 
 class RemoteModelError(UnlearnkitError, RuntimeError):
@@ -185,13 +186,26 @@ class OpenAIChatModel(LanguageModel):
         return delay
 
     def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
+        url = self.base_url + path
+        with self._send(method, path, payload) as response:
+            try:
+                return response.json()
+            except (json.JSONDecodeError, ValueError) as exc:
+                raise MalformedResponseError(
+                    f"{url} answered malformed JSON (not an OpenAI-compatible API?): {exc}; body starts "
+                    f"{_snippet(response.text)!r}") from exc
+
+    @contextlib.contextmanager
+    def _send(self, method: str, path: str, payload: dict | None = None, stream: bool = False):
+        """The response to one request, after the retries; with ``stream`` its body is read as it arrives."""
         import httpx
 
         url = self.base_url + path
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
             try:
-                response = self._client.request(method, url, json=payload)
+                request = self._client.build_request(method, url, json=payload)
+                response = self._client.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = EndpointUnreachableError(
                     f"could not reach {url}: is the server running? ({type(exc).__name__}: {exc}; "
@@ -204,6 +218,9 @@ class OpenAIChatModel(LanguageModel):
                 last = EndpointUnreachableError(
                     f"the connection to {url} broke ({type(exc).__name__}: {exc}; {attempt + 1} attempt(s))")
             else:
+                if response.status_code >= 400 and stream:
+                    response.read()
+                    response.close()
                 if response.status_code in RETRY_STATUS:
                     last = EndpointHTTPError(
                         f"{url} answered HTTP {response.status_code} after {attempt + 1} attempt(s): "
@@ -220,11 +237,10 @@ class OpenAIChatModel(LanguageModel):
                         f"{url} answered HTTP {response.status_code}{hint.get(response.status_code, '')}: "
                         f"{_snippet(response.text)}", response.status_code)
                 try:
-                    return response.json()
-                except (json.JSONDecodeError, ValueError) as exc:
-                    raise MalformedResponseError(
-                        f"{url} answered malformed JSON (not an OpenAI-compatible API?): {exc}; body starts "
-                        f"{_snippet(response.text)!r}") from exc
+                    yield response
+                finally:
+                    response.close()
+                return
             if attempt < self.max_retries:
                 time.sleep(self._sleep_for(attempt, None))
         assert last is not None
@@ -265,7 +281,73 @@ class OpenAIChatModel(LanguageModel):
             self.usage["completion_tokens"] += u.completion_tokens
         return text.strip(), u
 
+    def _stream_complete(self, prompt: Prompt, chat: bool, on_text, check, **gen) -> str:
+        """One completion with ``stream: true``: ``on_text`` gets the answer so far after every event; reading
+        stops (and the connection closes, which ends the work upstream) once ``check()`` says nobody waits."""
+        import httpx
+
+        path, payload = self._payload(prompt, chat, **gen)
+        payload["stream"] = True
+        url = self.base_url + path
+        text = ""
+        with self._send("POST", path, payload, stream=True) as response:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # a server that ignores "stream": the whole answer as one JSON body
+                response.read()
+                try:
+                    data = response.json()
+                except (json.JSONDecodeError, ValueError) as exc:
+                    raise MalformedResponseError(f"{url} answered neither an event stream nor JSON: "
+                                                 f"{_snippet(response.text)!r}") from exc
+                text = _completion_text(data, chat, url)
+            else:
+                try:
+                    for line in response.iter_lines():
+                        if check is not None and check():
+                            break
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        piece = _event_text(data, chat, url)
+                        if piece:
+                            text += piece
+                            on_text(text.lstrip())
+                except (httpx.TransportError, httpx.StreamError) as exc:
+                    raise EndpointUnreachableError(
+                        f"the stream from {url} broke after {len(text)} characters ({type(exc).__name__}: {exc})"
+                    ) from exc
+        with self._lock:
+            self.usage["calls"] += 1
+        return text.strip()
+
     # -- interface -------------------------------------------------------------------
+    streams = True
+
+    def stream_generate(self, prompts, *, on_text, chat=True, max_new_tokens=200, do_sample=False, temperature=1.0,
+                        top_p=1.0, batch_size=8, seed=None, progress=None) -> list[str]:
+        """``generate`` with ``stream: true`` (vLLM, llama.cpp server and Ollama send the answer as it is
+        generated); the endpoint's usage is not reported this way (``usage`` counts the calls only)."""
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        gen = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
+               "top_p": top_p}
+        _ = self.model
+        check = current_cancellation()  # the caller's, for the pool's threads too
+        seeds = [None if seed is None else seed + i for i in range(len(prompts))]
+
+        def one(i: int) -> str:
+            text = self._stream_complete(prompts[i], chat, lambda t: on_text(i, t), check, seed=seeds[i], **gen)
+            on_text(i, text)
+            return text
+
+        if len(prompts) == 1 or self.concurrency == 1:
+            return [one(i) for i in range(len(prompts))]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+            return list(pool.map(one, range(len(prompts))))
+
     def generate_with_usage(self, prompts: Sequence[Prompt], *, chat: bool = True, max_new_tokens: int = 200,
                             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                             batch_size: int = 8, seed: int | None = None,
@@ -308,6 +390,25 @@ def _as_int(value) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _event_text(data: str, chat: bool, url: str) -> str:
+    """The text of one streamed event (``chat.completion.chunk`` or a completion chunk); "" for one without."""
+    try:
+        event = json.loads(data)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise MalformedResponseError(f"{url} streamed an event that is not JSON: {_snippet(data)!r}") from exc
+    if not isinstance(event, dict):
+        raise MalformedResponseError(f"{url} streamed an event that is not a JSON object: {_snippet(data)!r}")
+    if event.get("error"):
+        raise RemoteModelError(f"{url} reported an error mid-stream: {_snippet(json.dumps(event['error']))}")
+    choices = event.get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        return ""  # a usage-only or keep-alive event
+    piece = (choices[0].get("delta") or {}).get("content") if chat else choices[0].get("text")
+    if piece is not None and not isinstance(piece, str):
+        raise MalformedResponseError(f"{url} streamed a non-text piece: {_snippet(repr(piece))}")
+    return piece or ""
 
 
 def _completion_text(data, chat: bool, url: str) -> str:

@@ -97,11 +97,13 @@ class SlotDecoder:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, progress: str | None = None,
-                 labels: Sequence[Sequence[list[int]]] | None = None):
+                 labels: Sequence[Sequence[list[int]]] | None = None,
+                 on_token: Callable[[int, int], None] | None = None):
         """Greedy continuations (token ids, EOS excluded) of each prompt, in input order.
 
         With ``labels`` (per prompt, label-id lists of answers to score after it), returns
         ``(continuations, scores)`` where ``scores[j]`` are the ``AnswerScores`` of prompt j's answers.
+        ``on_token(j, token_id)`` is called for each token as it is generated (EOS excluded).
         """
         n = len(prompts)
         pairs: list[tuple[list[int], list[int]]] = []
@@ -114,7 +116,7 @@ class SlotDecoder:
         scored: list[AnswerScores | None] = [None] * len(pairs)
         results: list[list[int]] = [[] for _ in prompts]
         if n and max_new_tokens > 0:
-            self._decode(prompts, max_new_tokens, progress, pairs, members, scored, results)
+            self._decode(prompts, max_new_tokens, progress, pairs, members, scored, results, on_token)
         elif pairs:  # nothing to generate: just score
             rows = [self._row(prompts[j], members[j], j, pairs) for j in range(n)]
             for row in rows:
@@ -123,7 +125,7 @@ class SlotDecoder:
             return results
         return results, [[scored[i] for i in members[j]] for j in range(n)]
 
-    def _decode(self, prompts, max_new_tokens, progress, pairs, members, scored, results) -> None:
+    def _decode(self, prompts, max_new_tokens, progress, pairs, members, scored, results, on_token=None) -> None:
         n = len(prompts)
         cfg = self.model.config
         param = next(self.model.parameters())
@@ -153,6 +155,8 @@ class SlotDecoder:
                 request[slot], length[slot], made[slot] = i, len(prompts[i]), 1
                 produced[slot, 0] = tok
                 last[slot] = tok
+                if on_token is not None and tok not in self.eos_set:
+                    on_token(i, int(tok))
             live += len(take)
 
         stop_all = False
@@ -204,6 +208,10 @@ class SlotDecoder:
             produced[torch.arange(live), made[:live]] = tokens.cpu()
             length[:live] += 1
             made[:live] += 1
+            if on_token is not None:
+                for slot, tok in enumerate(tokens.tolist()):
+                    if tok not in self.eos_set:
+                        on_token(int(request[slot]), tok)
         bar.close()
 
     @staticmethod

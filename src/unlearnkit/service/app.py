@@ -17,11 +17,18 @@ Routes
 Every error is a JSON body in OpenAI's format ``{"error": {...}}`` with a 4xx
 status for anything the client can fix; malformed JSON is a 400, never a 500.
 
-Streaming: the guard stack must see the whole answer before any of it is sent
-(the output filter may replace it with a refusal, and a name split across chunks
-would pass a per-chunk check), so the answer is generated and filtered first and
-then sent as SSE chunks. Clients get the OpenAI streaming format unchanged; the
-time to first token equals the time to the whole answer.
+Streaming (``"stream": true``): text is sent as it is generated, in the OpenAI SSE format
+unchanged. Each answer goes through a hold-back (``holdback.py``): the end of the text is
+kept back for as long as it could still become a target's name, alias or protected fact
+(compared as the output filter compares, so a name split across tokens, with look-alike
+letters or invisible characters is held too) or a stop sequence, and the still-growing last
+word is always kept back. The finished answer is judged by the output filter as a whole; a
+refused answer ends with the refusal text after what was sent, which never holds a protected
+string. Time to first token is therefore the first decode steps up to the first complete
+word plus the held window, where the model streams (weights, an OpenAI-compatible endpoint,
+the prompting and ECO guards); a guard that must read the whole answer first (ALU) streams
+once it has decided. Errors found before generation (context length, capacity) are still
+HTTP errors; one after the first chunk ends the stream with an ``{"error": ...}`` event.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unlearnkit.models.base import LanguageModel, leaf
-from unlearnkit.service.engine import Answer, Engine, Job
+from unlearnkit.service.engine import Answer, Delta, Done, Engine, Job, Started
 from unlearnkit.service.guard_stack import GuardStack
 from unlearnkit.service.registry import TargetRegistry
 from unlearnkit.service.schemas import (
@@ -75,7 +82,6 @@ SQLITE_MAX_INT = 2**63 - 1  # the largest event id the registry can hold
 log = logging.getLogger("unlearnkit.service")
 
 _ACTOR = re.compile(r"[^A-Za-z0-9_.@:+-]")
-_CHUNK = re.compile(r"\s*\S+\s*|\s+")
 
 
 def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> FastAPI:
@@ -201,12 +207,12 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         _check_n(req.n, settings)
         rid = new_id("chatcmpl")
         job = Job(rid, "chat", [messages] * req.n, chat=True, max_new_tokens=max_new, stops=req.stops(),
-                  **_sampling(req), audit_prompt=messages)
-        answers = await _answer(engine, job, request)
-        usage = _usage(answers, shared_prompt=True)
+                  **_sampling(req), audit_prompt=messages, stream=bool(req.stream))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return _sse(_chat_chunks(rid, served, answers, usage if include_usage else None))
+            return await _stream(engine, job, request, _ChatChunks(rid, served, req.n, include_usage))
+        answers = await _answer(engine, job, request)
+        usage = _usage(answers, shared_prompt=True)
         return ChatCompletion(
             id=rid, created=now(), model=served, usage=usage,
             choices=[ChatChoice(index=k, message=AssistantMessage(content=a.text), finish_reason=a.finish_reason)
@@ -228,7 +234,11 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         rid = new_id("cmpl")
         expanded = [p for p in prompts for _ in range(req.n)]
         job = Job(rid, "completions", expanded, chat=False, max_new_tokens=max_new, stops=req.stops(),
-                  **_sampling(req), audit_prompt=req.prompt)
+                  **_sampling(req), audit_prompt=req.prompt, stream=bool(req.stream))
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return await _stream(engine, job, request, _CompletionChunks(
+                rid, served, expanded if req.echo else None, req.n, include_usage))
         answers = await _answer(engine, job, request)
         if req.echo:
             answers = [Answer(p + a.text, a.finish_reason, a.prompt_tokens, a.completion_tokens)
@@ -236,9 +246,6 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         usage = _usage(answers, shared_prompt=False, n=req.n)
         choices = [CompletionChoice(index=k, text=a.text, finish_reason=a.finish_reason)
                    for k, a in enumerate(answers)]
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return _sse(_completion_chunks(rid, served, choices, usage if include_usage else None))
         return Completion(id=rid, created=now(), model=served, choices=choices, usage=usage).model_dump()
 
     # -- admin routes ---------------------------------------------------------------------
@@ -447,10 +454,6 @@ def _usage(answers: list[Answer], shared_prompt: bool, n: int = 1) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def _pieces(text: str) -> list[str]:
-    return _CHUNK.findall(text) or [""]
-
-
 def _sse(events) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -460,36 +463,143 @@ def _event(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def _chat_chunks(rid: str, model: str, answers: list[Answer], usage: Usage | None):
-    created = now()
+_END = object()  # the job's future is resolved
 
-    def chunk(choices, usage=None):
-        return _event(ChatCompletionChunk(id=rid, created=created, model=model, choices=choices,
+
+async def _stream(engine: Engine, job: Job, request: Request, chunks) -> StreamingResponse:
+    """Send a streamed job's answers as the worker releases them. The response starts once the request
+    passed the worker's checks, so an error found there is still an HTTP error; a client that leaves, or
+    a deadline that passes, abandons the job."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+
+    def listener(event) -> None:  # worker and model threads
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+        except RuntimeError:  # the event loop is closed: the server is shutting down
+            pass
+
+    job.listener = listener
+    future = engine.submit(job)
+    future.add_done_callback(lambda _: listener(_END))
+    try:
+        while True:
+            event = await _next_event(events, job, request, engine)
+            if isinstance(event, Started):
+                break
+            if event is _END:
+                future.result()  # the error found before the stream started, as an HTTP error
+                raise APIError(500, "the request ended before its answer started", type="server_error",
+                               code="internal_error")
+    except BaseException:
+        job.abandon()
+        raise
+
+    async def body():
+        done = False
+        try:
+            for line in chunks.start():
+                yield line
+            while True:
+                try:
+                    event = await _next_event(events, job, request, engine)
+                except APIError as exc:
+                    yield _event(exc.body())
+                    return
+                if isinstance(event, Delta):
+                    yield chunks.delta(event.index, event.text)
+                elif isinstance(event, Done):
+                    yield chunks.done(event.index, event.answer)
+                elif event is _END:
+                    exc = future.exception()
+                    if exc is not None:
+                        yield _event(exc.body() if isinstance(exc, APIError) else
+                                     error_body("internal error", "server_error", None, "internal_error"))
+                        return
+                    for line in chunks.end(future.result()):
+                        yield line
+                    done = True
+                    return
+        finally:
+            if not done:
+                job.abandon()
+
+    return _sse(body())
+
+
+async def _next_event(events: asyncio.Queue, job: Job, request: Request, engine: Engine):
+    """The next event of a streamed job; raises APIError when the client left or the deadline passed."""
+    while True:
+        try:
+            return await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
+        except asyncio.TimeoutError:
+            pass
+        if await request.is_disconnected():
+            job.abandon()
+            raise APIError(408, "the client closed the connection", type="invalid_request_error",
+                           code="client_closed")
+        if job.deadline is not None and time.perf_counter() > job.deadline:
+            job.abandon()
+            raise APIError(504, f"the request was not answered within {engine.settings.request_timeout_s:g} s; "
+                           "retry, or ask for fewer tokens", type="server_error", code="timeout")
+
+
+class _ChatChunks:
+    """``chat.completion.chunk`` events: the role first, then each answer's text as it comes, its
+    finish reason, the usage (if asked for) and ``[DONE]``."""
+
+    def __init__(self, rid: str, model: str, n: int, include_usage: bool):
+        self.rid, self.model, self.n, self.include_usage = rid, model, n, include_usage
+        self.created = now()
+
+    def _chunk(self, choices, usage=None) -> str:
+        return _event(ChatCompletionChunk(id=self.rid, created=self.created, model=self.model, choices=choices,
                                           usage=usage).model_dump(exclude_none=False))
 
-    for k, a in enumerate(answers):
-        yield chunk([ChunkChoice(index=k, delta=ChunkDelta(role="assistant", content=""))])
-        for piece in _pieces(a.text):
-            if piece:
-                yield chunk([ChunkChoice(index=k, delta=ChunkDelta(content=piece))])
-        yield chunk([ChunkChoice(index=k, delta=ChunkDelta(), finish_reason=a.finish_reason)])
-    if usage is not None:
-        yield chunk([], usage)
-    yield "data: [DONE]\n\n"
+    def start(self):
+        for k in range(self.n):
+            yield self._chunk([ChunkChoice(index=k, delta=ChunkDelta(role="assistant", content=""))])
+
+    def delta(self, index: int, text: str) -> str:
+        return self._chunk([ChunkChoice(index=index, delta=ChunkDelta(content=text))])
+
+    def done(self, index: int, answer: Answer) -> str:
+        return self._chunk([ChunkChoice(index=index, delta=ChunkDelta(), finish_reason=answer.finish_reason)])
+
+    def end(self, answers: list[Answer]):
+        if self.include_usage:
+            yield self._chunk([], _usage(answers, shared_prompt=True))
+        yield "data: [DONE]\n\n"
 
 
-async def _completion_chunks(rid: str, model: str, choices: list[CompletionChoice], usage: Usage | None):
-    created = now()
-    for c in choices:
-        for piece in _pieces(c.text):
-            if piece:
-                yield _event(Completion(id=rid, created=created, model=model, usage=None, choices=[
-                    CompletionChoice(index=c.index, text=piece, finish_reason=None)]).model_dump())
-        yield _event(Completion(id=rid, created=created, model=model, usage=None, choices=[
-            CompletionChoice(index=c.index, text="", finish_reason=c.finish_reason)]).model_dump())
-    if usage is not None:
-        yield _event(Completion(id=rid, created=created, model=model, choices=[], usage=usage).model_dump())
-    yield "data: [DONE]\n\n"
+class _CompletionChunks:
+    """``text_completion`` events: each answer's text as it comes (after its prompt with ``echo``), its
+    finish reason, the usage (if asked for) and ``[DONE]``."""
+
+    def __init__(self, rid: str, model: str, echo: list[str] | None, n: int, include_usage: bool):
+        self.rid, self.model, self.echo, self.n, self.include_usage = rid, model, echo, n, include_usage
+        self.created = now()
+
+    def _chunk(self, index: int, text: str, finish_reason: str | None = None) -> str:
+        return _event(Completion(id=self.rid, created=self.created, model=self.model, usage=None, choices=[
+            CompletionChoice(index=index, text=text, finish_reason=finish_reason)]).model_dump())
+
+    def start(self):
+        for k, prompt in enumerate(self.echo or ()):
+            if prompt:
+                yield self._chunk(k, prompt)
+
+    def delta(self, index: int, text: str) -> str:
+        return self._chunk(index, text)
+
+    def done(self, index: int, answer: Answer) -> str:
+        return self._chunk(index, "", answer.finish_reason)
+
+    def end(self, answers: list[Answer]):
+        if self.include_usage:
+            yield _event(Completion(id=self.rid, created=self.created, model=self.model, choices=[],
+                                    usage=_usage(answers, shared_prompt=False, n=self.n)).model_dump())
+        yield "data: [DONE]\n\n"
 
 
 def _parse_targets(raw: bytes, content_type: str, settings: ServeSettings):

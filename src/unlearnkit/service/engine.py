@@ -14,6 +14,10 @@
   ``max_prompts_per_turn`` per batch; a request with more goes behind the requests
   that arrived meanwhile. A request whose client left or whose deadline passed is
   marked ``abandoned`` by the HTTP side, and the worker drops what is left of it.
+* Streaming: a request with ``stream`` gets its answers through ``listener`` as they are
+  generated (``Started``, then ``Delta`` and ``Done`` per answer), each through its own
+  ``Holdback`` (the output filter for text that grows, ``holdback.py``); the generate call
+  of its group is then ``stream_generate``, so streamed and plain requests still share a batch.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnkit.models.base import Prompt, cancellation
 from unlearnkit.service.guard_stack import GuardStack
+from unlearnkit.service.holdback import Holdback, HoldbackIndex
 from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
 from unlearnkit.service.schemas import APIError
 from unlearnkit.service.settings import ServeSettings
@@ -58,12 +63,15 @@ class Job:
     audit_prompt: Any = None  # what the audit log hashes: the request's messages or prompt
     deadline: float | None = None  # perf_counter time after which nobody waits for the answer
     abandoned: threading.Event = field(default_factory=threading.Event)
+    stream: bool = False  # answers go to ``listener`` as they are generated
+    listener: Callable[[Any], None] | None = None  # called from the worker (and the model's) threads
     # progress over turns (worker thread only)
     answers: list = field(default_factory=list)
     next_prompt: int = 0
     prompt_tokens: list[int] | None = None
     mentions: set = field(default_factory=set)
     refused: bool = False
+    holdbacks: dict = field(default_factory=dict)  # prompt index -> its Holdback while it is generated
 
     def __post_init__(self):
         if self.audit_prompt is None:
@@ -73,6 +81,14 @@ class Job:
     def abandon(self) -> None:
         """The client is gone or the deadline passed: the worker drops what is left of this request."""
         self.abandoned.set()
+
+    def emit(self, event) -> None:
+        """Tell the HTTP side (a listener that fails loses its events, never the batch)."""
+        if self.listener is not None:
+            try:
+                self.listener(event)
+            except Exception:
+                log.exception("could not hand a stream event of %s to its listener", self.request_id)
 
     def expired(self, now: float | None = None) -> bool:
         return self.abandoned.is_set() or (self.deadline is not None
@@ -93,6 +109,27 @@ class Answer:
     leaked: tuple[str, ...] = ()  # audit only: never sent to the client
 
 
+@dataclass
+class Started:
+    """A streamed request passed its checks: its answers follow."""
+
+
+@dataclass
+class Delta:
+    """More text of answer ``index`` (never retracted)."""
+
+    index: int
+    text: str
+
+
+@dataclass
+class Done:
+    """Answer ``index`` is complete; ``answer.text`` is all that was sent of it."""
+
+    index: int
+    answer: Answer
+
+
 class Engine:
     def __init__(self, stack: GuardStack, registry: TargetRegistry, settings: ServeSettings):
         self.stack = stack
@@ -105,10 +142,11 @@ class Engine:
         self._startup_error: BaseException | None = None
         self._recent: collections.deque[int] = collections.deque(maxlen=8)  # recent batch sizes
         self._carry: collections.deque[Job] = collections.deque()  # requests with prompts left for later turns
+        self._holdback_index: tuple[Any, HoldbackIndex] | None = None
         self.context_limit = settings.max_context_tokens or self._model_context()
         self.stats: dict[str, Any] = {"requests": 0, "batches": 0, "generate_calls": 0, "prompts": 0,
                                       "refused_prompt": 0, "filtered_output": 0, "errors": 0, "syncs": 0,
-                                      "abandoned": 0, "turns_deferred": 0, "batch_sizes": {}}
+                                      "abandoned": 0, "turns_deferred": 0, "streamed": 0, "batch_sizes": {}}
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> None:
@@ -267,6 +305,9 @@ class Engine:
                 except APIError as exc:
                     _fail(job, exc)
                     continue
+                if job.stream:
+                    self.stats["streamed"] += 1
+                    job.emit(Started())
             for i in range(job.next_prompt, min(len(job.prompts), job.next_prompt + turn)):
                 names = matcher.mentions(_prompt_text(job.prompts[i])) if matcher else []
                 job.mentions.update(names)
@@ -274,7 +315,12 @@ class Engine:
                     job.refused = True
                     job.answers[i] = Answer(self.settings.refusal, "stop", job.prompt_tokens[i],
                                             self._count(self.settings.refusal))
+                    if job.stream:
+                        job.emit(Delta(i, self.settings.refusal))
+                        job.emit(Done(i, job.answers[i]))
                 else:
+                    if job.stream:
+                        job.holdbacks[i] = Holdback(self._holdbacks(), job.stops, self.settings.refusal)
                     pending.setdefault(job.key(), []).append((job, i))
             job.next_prompt = min(len(job.prompts), job.next_prompt + turn)
 
@@ -353,10 +399,24 @@ class Engine:
             kwargs.update(temperature=temperature, top_p=top_p, seed=seed)
         self.stats["generate_calls"] += 1
         self.stats["prompts"] += len(prompts)
+
+        def nobody_waits() -> bool:  # every client gone, or every streamed answer already decided
+            return all(job.expired() or (i in job.holdbacks and job.holdbacks[i].settled) for job, i in items)
+
+        def on_text(k: int, text: str) -> None:
+            job, i = items[k]
+            holdback = job.holdbacks.get(i)
+            if holdback is not None and not job.expired():
+                out = holdback.update(text)
+                if out:
+                    job.emit(Delta(i, out))
+
         try:
-            jobs = {id(job): job for job, _ in items}.values()
-            with cancellation(lambda: all(job.expired() for job in jobs)):  # stops at the next decode step
-                out = list(model.generate(prompts, **kwargs))
+            with cancellation(nobody_waits):  # stops at the next decode step
+                if any(job.stream for job, _ in items):
+                    out = list(model.stream_generate(prompts, on_text=on_text, **kwargs))
+                else:
+                    out = list(model.generate(prompts, **kwargs))
             if len(out) != len(prompts):
                 raise RuntimeError(f"the model returned {len(out)} answers for {len(prompts)} prompts")
             return out
@@ -374,6 +434,17 @@ class Engine:
         text = text or ""
         n_raw = self._count(text)
         finish = "length" if n_raw >= job.max_new_tokens else "stop"
+        holdback = job.holdbacks.pop(i, None)
+        if holdback is not None:  # streamed: what was sent stays; the rest, or the refusal, ends it
+            ending = holdback.finish(text)
+            if ending.stopped or ending.leaked:
+                finish = "stop"
+            answer = Answer(ending.answer, finish, n_prompt, self._count(ending.answer) if ending.answer else 0,
+                            ending.leaked)
+            if ending.delta:
+                job.emit(Delta(i, ending.delta))
+            job.emit(Done(i, answer))
+            return answer
         for stop in job.stops:
             cut = text.find(stop)
             if cut >= 0:
@@ -384,6 +455,13 @@ class Engine:
             if leaked:
                 text, finish = self.settings.refusal, "stop"
         return Answer(text, finish, n_prompt, self._count(text) if text != "" else 0, tuple(leaked))
+
+    def _holdbacks(self) -> HoldbackIndex:
+        """The streaming filter's index for the targets the output filter enforces now (built once per version)."""
+        matcher = self.stack.matcher if self.settings.output_filter else None
+        if self._holdback_index is None or self._holdback_index[0] is not matcher:
+            self._holdback_index = (matcher, HoldbackIndex(matcher))
+        return self._holdback_index[1]
 
     # -- token counting (worker thread only) ------------------------------------------
     def _model_context(self) -> int | None:
