@@ -332,3 +332,17 @@ def test_a_lost_connection_fails_closed_then_reconnects(postgres, pg_url):
         if not postgres.running():
             postgres.start()
         server.stop()
+
+
+def test_settings_keep_a_postgres_url_and_mask_it(tmp_path):
+    from pathlib import Path
+
+    from unlearnkit.service.settings import ServeSettings
+
+    s = ServeSettings(db_path="postgresql://gw:pw-123456@db.internal:5432/reg")
+    assert s.db_path == "postgresql://gw:pw-123456@db.internal:5432/reg"
+    assert s.db_label == "postgresql://gw:***@db.internal:5432/reg"
+    assert ServeSettings(db_path=f"sqlite:///{tmp_path}/r.db").db_path == Path(f"{tmp_path}/r.db")
+    assert ServeSettings(db_path="relative/r.db").db_path == Path("relative/r.db")
+    with pytest.raises(ConfigError, match="unknown scheme"):
+        ServeSettings(db_path="redis://host/0")

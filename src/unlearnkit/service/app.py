@@ -289,7 +289,8 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     @app.get("/admin/stats")
     async def stats(request: Request):
         check_admin(request)
-        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe()}
+        registry_version = await run_in_threadpool(registry.version)  # what the next batch will enforce
+        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe(), "registry_version": registry_version}
 
     return app
 
