@@ -24,6 +24,7 @@ import asyncio
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,7 +119,7 @@ async def run_replicas(args, db: str) -> dict:
                 r.start()
             starts = await asyncio.gather(*(r.wait_ready(http, args.start_timeout) for r in replicas))
             print(f"{len(replicas)} replicas ready in {time.perf_counter() - t0:.1f} s "
-                  f"(each {', '.join(f'{s:.1f}' for s in starts)} s); logs in {logs}")
+                  f"(each {', '.join(f'{s:.1f}' for s in starts)} s)")
             seed = await http.post(replicas[0].url + "/admin/targets", headers=auth,
                                    json={"targets": [{"name": "Marisol Quentaro"}, {"name": "Tobiah Fenwright"}]})
             seed.raise_for_status()
@@ -240,9 +241,13 @@ async def run_replicas(args, db: str) -> dict:
                 stats = (await http.get(r.url + "/admin/stats", headers=auth)).json()
                 finals[r.index] = ({t["name"] for t in data["data"]}, data["version"], stats["version"],
                                    stats.get("registry_unavailable", 0))
+        except BaseException:
+            print(f"the replicas' logs are kept in {logs}")
+            raise
         finally:
             for r in replicas:
                 r.stop()
+    shutil.rmtree(logs, ignore_errors=True)
 
     # -- figures ----------------------------------------------------------------------------
     statuses = Counter(str(s) for _, s, _, _, _ in results)

@@ -19,7 +19,14 @@ import pytest
 
 from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
-from unlearnkit.service.registry_base import GuardEvent, RegistryUnavailable, mask_url, open_registry, prompt_hash
+from unlearnkit.service.registry_base import (
+    GuardEvent,
+    RegistryUnavailable,
+    TargetStore,
+    mask_url,
+    open_registry,
+    prompt_hash,
+)
 from unlearnkit.service.temp_postgres import TempPostgres, free_port, missing_reason
 
 psycopg = pytest.importorskip("psycopg")
@@ -89,9 +96,9 @@ def test_open_registry_chooses_the_backend(pg_url, tmp_path):
     from unlearnkit.service.registry import TargetRegistry
 
     with open_registry(pg_url) as reg:
-        assert isinstance(reg, PostgresTargetRegistry)
+        assert isinstance(reg, PostgresTargetRegistry) and isinstance(reg, TargetStore)
     with open_registry(f"sqlite:///{tmp_path / 'r.db'}") as reg:
-        assert isinstance(reg, TargetRegistry) and reg.path == tmp_path / "r.db"
+        assert isinstance(reg, TargetRegistry) and isinstance(reg, TargetStore) and reg.path == tmp_path / "r.db"
     with pytest.raises(ConfigError, match="unknown scheme 'mysql://'"):
         open_registry("mysql://u:pw@host/db")
 

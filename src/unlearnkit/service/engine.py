@@ -30,8 +30,7 @@ from typing import Any
 
 from unlearnkit.models.base import Prompt, cancellation
 from unlearnkit.service.guard_stack import GuardStack
-from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
-from unlearnkit.service.registry_base import RegistryUnavailable
+from unlearnkit.service.registry_base import GuardEvent, RegistryUnavailable, TargetStore, prompt_hash
 from unlearnkit.service.schemas import APIError
 from unlearnkit.service.settings import ServeSettings
 
@@ -95,7 +94,7 @@ class Answer:
 
 
 class Engine:
-    def __init__(self, stack: GuardStack, registry: TargetRegistry, settings: ServeSettings):
+    def __init__(self, stack: GuardStack, registry: TargetStore, settings: ServeSettings):
         self.stack = stack
         self.registry = registry
         self.settings = settings

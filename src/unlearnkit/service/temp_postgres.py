@@ -19,7 +19,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 BIN_ENV = "UNLEARNKIT_PG_BIN"
@@ -85,8 +84,9 @@ class TempPostgres:
         if os.geteuid() == 0 and self.user is None:
             raise RuntimeError(missing_reason())
         # Its own directory under the system temp dir, so the server's user can reach it
-        # (a pytest tmp_path may sit under a directory only root can enter).
-        self.root = Path(tempfile.mkdtemp(prefix="unlearnkit-pg-"))
+        # (a pytest tmp_path, or root's $TMPDIR, may sit under a directory only root can enter).
+        base = "/tmp" if self.user is not None and os.path.isdir("/tmp") else None
+        self.root = Path(tempfile.mkdtemp(prefix="unlearnkit-pg-", dir=base))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         if self.user is not None:
@@ -173,12 +173,3 @@ class TempPostgres:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def wait_until(predicate, timeout: float, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
