@@ -248,7 +248,7 @@ class PostgresTargetRegistry:
                 while not self._closing.is_set():
                     # short waits, so close() is never kept waiting for a whole heartbeat
                     for note in conn.notifies(timeout=min(self.heartbeat_s, LISTEN_SLICE_S)):
-                        self._heard(int(note.payload))
+                        self._heard(int(note.payload) if note.payload.isdigit() else None)
                     if time.monotonic() - beat >= self.heartbeat_s:
                         self._heard(int(conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0]))
                         beat = time.monotonic()
