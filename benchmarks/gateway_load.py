@@ -16,6 +16,13 @@ an admin client adds and removes targets. It stops by itself and prints:
     python benchmarks/gateway_load.py --duration 30 --guards bare,prompt
     python benchmarks/gateway_load.py --model tiny --duration 5         # a smoke run
     python benchmarks/gateway_load.py --guards bare --clients 4 --flood  # one client floods: do the others wait?
+    python benchmarks/gateway_load.py --replicas 3 --duration 60        # 3 gateway processes, one PostgreSQL registry
+    python benchmarks/gateway_load.py --replicas 3 --db postgresql://USER:PASSWORD@HOST:PORT/DATABASE
+
+With ``--replicas N`` (see ``gateway_replicas.py``) N ``unlearnkit serve`` processes share one
+PostgreSQL registry (``--db``, or a throw-away server started from the installed PostgreSQL)
+while targets change every second and one replica is killed and restarted; the model
+defaults to ``tiny`` there, so the figures are the gateway's, not the model's.
 
 Guards not available in this installation (eco, alu before their methods exist)
 are skipped with a note.
@@ -218,8 +225,19 @@ def available(guard: str) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2", help="upstream: smollm2 (embedded), tiny, a path or a URL")
+    ap.add_argument("--model", default=None, help="upstream: smollm2 (embedded; the default), tiny (the default with "
+                    "--replicas), a path or a URL")
     ap.add_argument("--guards", default="bare,prompt,eco,alu", help="comma-separated: bare,none,prompt,eco,alu")
+    ap.add_argument("--replicas", type=int, default=1, help="N > 1: N gateway processes on one PostgreSQL registry")
+    ap.add_argument("--db", default=None, help="with --replicas: the postgresql:// registry they share (default: a "
+                    "throw-away PostgreSQL started here)")
+    ap.add_argument("--replica-guard", default="prompt", help="with --replicas: the guard each replica runs")
+    ap.add_argument("--poll-interval", type=float, default=0.05, help="with --replicas: seconds between reads of "
+                    "each replica's enforced version")
+    ap.add_argument("--down-seconds", type=float, default=3.0, help="with --replicas: how long the killed replica "
+                    "stays down")
+    ap.add_argument("--start-timeout", type=float, default=300.0, help="with --replicas: seconds a replica may take "
+                    "to start")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per guard")
     ap.add_argument("--max-tokens", type=int, default=32)
@@ -239,6 +257,10 @@ def main() -> None:
     if not (1 <= args.clients <= 256 and 0 < args.duration <= 600):
         ap.error("--clients must be 1..256 and --duration 0..600 s (this is a bounded test)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.replicas > 1:
+        run_replicated(args)
+        return
+    args.model = args.model or "smollm2"
 
     guards = [g.strip() for g in args.guards.split(",") if g.strip()]
     t0 = time.perf_counter()
@@ -281,6 +303,40 @@ def main() -> None:
                   f"throughput {r['throughput_rps'] / base['throughput_rps'] * 100 - 100:+.0f}%")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"written: {args.out}")
+
+
+def run_replicated(args) -> None:
+    """``--replicas N``: N gateway processes on one PostgreSQL registry (gateway_replicas.py)."""
+    from gateway_replicas import report, run_replicas
+
+    from unlearnkit.service.registry_base import is_postgres_url, mask_url
+    from unlearnkit.service.temp_postgres import TempPostgres, missing_reason
+
+    if args.replicas > 16:
+        raise SystemExit("--replicas: at most 16 on one machine")
+    args.model = args.model or "tiny"
+    server = None
+    db = args.db
+    if db is None:
+        reason = missing_reason()
+        if reason:
+            raise SystemExit(f"--replicas needs PostgreSQL: give --db postgresql://... or install it ({reason})")
+        server = TempPostgres().start()
+        db = server.create_database("gateway_load")
+        print(f"started a throw-away PostgreSQL at {db}")
+    elif not is_postgres_url(db):
+        raise SystemExit(f"--db '{db}': replicas share a postgresql:// registry (SQLite serves one process)")
+    print(f"{args.replicas} replicas x model {args.model}, guard {args.replica_guard}; {args.clients} clients x "
+          f"{args.duration:g} s, registry {mask_url(db)}, loopback only")
+    try:
+        row = asyncio.run(run_replicas(args, db))
+    finally:
+        if server is not None:
+            server.close()
+    report(row)
+    if args.out:
+        args.out.write_text(json.dumps(row, indent=2, default=str) + "\n")
         print(f"written: {args.out}")
 
 

@@ -432,7 +432,7 @@ def serve(
     guard: Annotated[str, typer.Option(help="guard stack: prompt | eco | alu | none")] = "prompt",
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    db: Annotated[Optional[Path], typer.Option(help="SQLite target registry (default ./unlearnkit-registry.db)")] = None,
+    db: Annotated[Optional[str], typer.Option(help="target registry: a SQLite file (default ./unlearnkit-registry.db) or a postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL that gateway replicas share")] = None,
     opt: Annotated[Optional[list[str]], typer.Option("--opt", help="guard option key=value (repeatable)")] = None,
     prompt_filter: Annotated[bool, typer.Option(help="refuse prompts naming a registered target before the model runs")] = True,
     request_timeout: Annotated[Optional[float], typer.Option(help="seconds before an unanswered request gets a 504 and its remaining work is dropped (default 300)")] = None,

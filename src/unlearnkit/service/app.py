@@ -50,9 +50,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unlearnkit.models.base import LanguageModel, leaf
-from unlearnkit.service.engine import Answer, Delta, Done, Engine, Job, Started
+from unlearnkit.service.engine import Answer, Delta, Done, Engine, Job, Started, registry_unavailable
 from unlearnkit.service.guard_stack import GuardStack
-from unlearnkit.service.registry import TargetRegistry
+from unlearnkit.service.registry_base import RegistryUnavailable, open_registry
 from unlearnkit.service.schemas import (
     APIError,
     AssistantMessage,
@@ -94,7 +94,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
         model = load_model(settings.model)
     stack = GuardStack(model, settings.guard, settings.guard_options)
-    registry = TargetRegistry(settings.db_path)
+    registry = open_registry(settings.db_path)
     engine = Engine(stack, registry, settings)
     served = settings.served_model_name or _base_name(model)
     created = now()
@@ -124,6 +124,8 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
             await run_in_threadpool(engine.stop)
             try:
                 registry.record("server.stop", "gateway", {})
+            except RegistryUnavailable as exc:
+                log.warning("server.stop not recorded: %s", exc)
             finally:
                 registry.close()
 
@@ -134,6 +136,11 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RegistryUnavailable)
+    async def _registry_down(request: Request, exc: RegistryUnavailable):
+        log.warning("%s", exc)
+        return JSONResponse(registry_unavailable().body(), status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -178,6 +185,10 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         """200 when the worker runs and the upstream answers; 503 otherwise (without the upstream's address)."""
         if not engine.alive:
             return JSONResponse({"status": "unavailable", "model": served}, status_code=503)
+        try:
+            await run_in_threadpool(registry.version)
+        except RegistryUnavailable:
+            return JSONResponse({"status": "registry_unavailable", "model": served}, status_code=503)
         if upstream_check is not None and await run_in_threadpool(upstream_check) is not None:
             return JSONResponse({"status": "upstream_unavailable", "model": served}, status_code=503)
         return JSONResponse({"status": "ok", "model": served})
@@ -285,7 +296,8 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     @app.get("/admin/stats")
     async def stats(request: Request):
         check_admin(request)
-        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe()}
+        registry_version = await run_in_threadpool(registry.version)  # what the next batch will enforce
+        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe(), "registry_version": registry_version}
 
     return app
 

@@ -35,7 +35,7 @@ from typing import Any
 from unlearnkit.models.base import Prompt, cancellation
 from unlearnkit.service.guard_stack import GuardStack
 from unlearnkit.service.holdback import Holdback, HoldbackIndex
-from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
+from unlearnkit.service.registry_base import GuardEvent, RegistryUnavailable, TargetStore, prompt_hash
 from unlearnkit.service.schemas import APIError
 from unlearnkit.service.settings import ServeSettings
 
@@ -131,7 +131,7 @@ class Done:
 
 
 class Engine:
-    def __init__(self, stack: GuardStack, registry: TargetRegistry, settings: ServeSettings):
+    def __init__(self, stack: GuardStack, registry: TargetStore, settings: ServeSettings):
         self.stack = stack
         self.registry = registry
         self.settings = settings
@@ -226,6 +226,7 @@ class Engine:
                 try:
                     first = self._queue.get(timeout=0.25)
                 except queue.Empty:
+                    self._idle_sync()
                     continue
             if first is _STOP:
                 break
@@ -256,6 +257,11 @@ class Engine:
             if batch:
                 try:
                     self._run_batch(batch)
+                except RegistryUnavailable as exc:  # fail closed: nothing is served under an unconfirmed list
+                    log.warning("%s: failing %d requests with 503", exc, len(batch))
+                    self.stats["registry_unavailable"] = self.stats.get("registry_unavailable", 0) + len(batch)
+                    for job in batch:
+                        _fail(job, registry_unavailable())
                 except BaseException:  # never let the worker die: fail this batch, keep serving
                     log.exception("batch failed")
                     for job in batch:
@@ -285,6 +291,16 @@ class Engine:
             snap = self.registry.snapshot()
             self.stack.apply(snap.version, snap.targets)
             self.stats["syncs"] += 1
+
+    def _idle_sync(self) -> None:
+        """While no request waits, follow the registry too (so a replica's guard is current before its next
+        request). A registry out of reach is reported by the next batch, with a 503."""
+        try:
+            self._sync()
+        except RegistryUnavailable:
+            pass
+        except Exception:
+            log.exception("could not apply the registry's targets to the guard")
 
     def _run_batch(self, jobs: list[Job]) -> None:
         self._sync()
@@ -483,6 +499,12 @@ def _prompt_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n".join(str(m.get("content", "")) for m in prompt)
+
+
+def registry_unavailable() -> APIError:
+    """The answer while the target registry is out of reach (without its address)."""
+    return APIError(503, "the target registry is unreachable, so the current forget targets cannot be confirmed; "
+                    "retry shortly", type="server_error", code="registry_unavailable", headers={"Retry-After": "1"})
 
 
 def _internal_error() -> APIError:

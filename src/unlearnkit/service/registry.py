@@ -1,4 +1,5 @@
-"""The live target registry and its audit log, in one SQLite file.
+"""The live target registry and its audit log, in one SQLite file (the embedded default;
+``registry_postgres.py`` is the one gateway replicas share).
 
 * WAL journal with ``synchronous=FULL``: a change is on disk when its call returns,
   so a restart or a crash loses nothing that was acknowledged.
@@ -12,18 +13,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.data.targets import Target, as_target
 from unlearnkit.errors import ConfigError
+from unlearnkit.service.registry_base import (  # noqa: F401  (re-exported: the records every registry returns)
+    CHANGE_ACTIONS,
+    GuardEvent,
+    RegistryUnavailable,
+    Snapshot,
+    TargetStore,
+    prompt_hash,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (
@@ -57,41 +64,12 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '0');
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');
 """
 
-CHANGE_ACTIONS = ("target.add", "target.update", "target.remove")
-
-
-def prompt_hash(prompt: Any) -> str:
-    """SHA-256 of a prompt (a string, or a message list as canonical JSON)."""
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False,
-                                                              separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The target list at one registry version."""
-
-    version: int
-    targets: tuple[Target, ...]
-
-
-@dataclass(frozen=True)
-class GuardEvent:
-    """A request a guard acted on (written to the audit log in batches)."""
-
-    action: str  # e.g. "guard.refused_prompt", "guard.filtered_output", "guard.applied"
-    request_id: str
-    prompt_sha256: str
-    targets: tuple[str, ...] = ()
-    version: int | None = None
-    detail: Mapping[str, Any] | None = None
-
-
 class TargetRegistry:
     """Thread-safe: one connection guarded by a lock (SQLite serialises writers anyway)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.label = str(self.path)
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()

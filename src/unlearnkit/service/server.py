@@ -38,7 +38,7 @@ def run_server(settings: ServeSettings, model: LanguageModel | None = None) -> N
     if not _is_loopback(settings.host) and not settings.api_key:
         print(f"unlearnkit serve: listening on {settings.host} without an API key: anyone who can reach it "
               "can use the model (set UNLEARNKIT_API_KEY)", file=sys.stderr)
-    print(f"unlearnkit serve: guard={settings.guard} model={settings.model or 'smollm2'} db={settings.db_path} "
+    print(f"unlearnkit serve: guard={settings.guard} model={settings.model or 'smollm2'} db={settings.db_label} "
           f"on http://{settings.host}:{settings.port}/v1", file=sys.stderr)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             workers=1, timeout_graceful_shutdown=30, server_header=False)
@@ -52,9 +52,11 @@ def serve(model: str | None = None, guard: str = "prompt", host: str = "127.0.0.
           max_prompts_per_turn: int | None = None) -> None:
     """What ``unlearnkit serve`` calls. The admin token comes from UNLEARNKIT_ADMIN_TOKEN
     (and the optional chat key from UNLEARNKIT_API_KEY unless ``api_key`` is given);
-    raises ``ConfigError`` on bad settings before anything is loaded."""
+    ``db`` is a SQLite path or a ``postgresql://`` URL (replicas share one). Raises
+    ``ConfigError`` on bad settings, and on a PostgreSQL registry that cannot be reached,
+    before the model is loaded."""
     settings = ServeSettings.from_env(
-        model=model, guard=guard, host=host, port=port, db_path=Path(db) if db else Path(DEFAULT_DB),
+        model=model, guard=guard, host=host, port=port, db_path=db if db else Path(DEFAULT_DB),
         guard_options=dict(options or {}), api_key=api_key, max_tokens_limit=max_tokens,
         max_request_bytes=max_request_bytes, prompt_filter=prompt_filter, log_level=log_level,
         request_timeout_s=request_timeout_s, max_request_tokens=max_request_tokens,
@@ -65,6 +67,11 @@ def serve(model: str | None = None, guard: str = "prompt", host: str = "127.0.0.
         from unlearnkit.service.guard_stack import resolve_guard_class
 
         resolve_guard_class(settings.guard).from_strings(settings.guard_options)
+    # Fail on an unreachable shared registry before loading the model (the app opens its own).
+    if isinstance(settings.db_path, str):
+        from unlearnkit.service.registry_base import open_registry
+
+        open_registry(settings.db_path).close()
     run_server(settings)
 
 

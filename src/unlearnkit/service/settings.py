@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.errors import ConfigError
+from unlearnkit.service.registry_base import db_label, normalize_db
 
 ADMIN_TOKEN_ENV = "UNLEARNKIT_ADMIN_TOKEN"
 API_KEY_ENV = "UNLEARNKIT_API_KEY"
@@ -39,6 +40,8 @@ class ServeSettings:
 
     ``model``: None (the embedded SmolLM2), ``"tiny"``, a local path, or an
     http(s) URL of an OpenAI-compatible upstream. ``guard``: eco | alu | prompt | none.
+    ``db_path``: the target registry: a SQLite file (a path or ``sqlite:///path``), or a
+    ``postgresql://`` URL that gateway replicas share.
     """
 
     model: str | None = None
@@ -46,7 +49,7 @@ class ServeSettings:
     guard_options: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 8000
-    db_path: Path = Path(DEFAULT_DB)
+    db_path: Path | str = Path(DEFAULT_DB)
     admin_token: str | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)
     served_model_name: str | None = None  # the id in /v1/models; default: the upstream model's name
@@ -77,7 +80,7 @@ class ServeSettings:
     log_level: str = "info"
 
     def __post_init__(self):
-        self.db_path = Path(self.db_path)
+        self.db_path = normalize_db(self.db_path)
         key = str(self.guard).lower().strip()
         if key not in GUARD_ALIASES:
             raise ConfigError(f"unknown guard '{self.guard}': choose eco, alu, prompt or none")
@@ -120,6 +123,11 @@ class ServeSettings:
         values.setdefault("admin_token", env.get(ADMIN_TOKEN_ENV))
         values.setdefault("api_key", env.get(API_KEY_ENV))
         return cls(**values)
+
+    @property
+    def db_label(self) -> str:
+        """The registry for messages and logs (a URL's password masked)."""
+        return db_label(self.db_path)
 
     @property
     def admin_enabled(self) -> bool:
