@@ -356,8 +356,23 @@ def test_sigma_search_scores_a_capped_sample(tiny_lm, tiny_task, tmp_path):
 
 def test_zeroth_order_search_stops_when_it_stalls():
     res = zeroth_order_search(lambda s: 0.5 - 0.001 * s, 0.3, sigma0=1.0,
-                              cfg=SigmaSearch(steps=10, lr=1.0, eps=0.5, tol=0.01, stall_steps=3))
+                              cfg=SigmaSearch(steps=10, lr=1.0, eps=0.5, tol=0.01, stall_steps=3, growth=1.0))
     assert not res.reached and "stalled" in res.note and len(res.log) == 4
+
+
+def test_zeroth_order_search_extrapolates_when_the_metric_responds_weakly():
+    # the TOFU case: at σ = 1 the metric barely moves, the target needs a σ two orders of magnitude larger
+    def metric(s):
+        return 0.2 + 0.4 * math.exp(-s / 150.0)
+
+    res = zeroth_order_search(metric, 0.3, sigma0=1.0, cfg=SigmaSearch(steps=10, lr=10.0, eps=0.5, tol=0.01))
+    assert res.reached and abs(metric(res.sigma) - 0.3) <= 0.01
+    steps = [e for e in res.log if "next_sigma" in e and "bracket" not in e]
+    assert any(e.get("extrapolated") for e in steps)
+    assert all(e["next_sigma"] <= e["sigma"] * 8.0 + 1e-9 for e in steps)  # never more than ×growth a step
+    plain = zeroth_order_search(metric, 0.3, sigma0=1.0,
+                                cfg=SigmaSearch(steps=10, lr=10.0, eps=0.5, tol=0.01, growth=1.0))
+    assert not plain.reached  # the same search without extrapolation stalls far from the target
 
 
 def test_sigma_search_skipped_when_forget_already_scores_below_target(tiny_lm, tiny_task, tmp_path):

@@ -8,6 +8,11 @@ the forget set with every forget prompt corrupted at strength σ. Each step::
 
 i.e. gradient descent on ``f`` (``sign(m − t)·g`` is its derivative; starting above the
 target, as a forget metric does, it is plain descent on ``m``), for ``steps`` steps (≈10),
+with one safeguard for a metric that responds weakly at the start: the step goes at least as far as the
+linear extrapolation to the target, ``σ − (m(σ) − t)/g`` (a Newton step on ``m``), capped at a factor
+``growth`` (σ·growth up, σ/growth down). Measured on TOFU with SmolLM2, the answer probability fell
+by only 0.013 per unit of σ at σ = 1 while the target lay 0.40 below: plain steps of lr = 10 moved σ
+from 1.0 to 1.8 in three steps and stalled, leaving the forget set as known as before;
 stopping early once the target is reached (``f(σ) <= tol``). A plain step on ``|m − t|``
 does not shrink near the target, so once ``m`` has crossed the target the remaining steps
 narrow the bracket instead (secant, bisection when the secant is not inside it). The search
@@ -47,6 +52,7 @@ class SigmaSearch:
     sigma_min: float = 0.0
     tol: float = 0.01
     stall_steps: int = 3
+    growth: float = 8.0  # the most one step multiplies (or divides) σ by when extrapolating; 1 = plain steps
 
 
 @dataclass
@@ -126,6 +132,12 @@ def zeroth_order_search(metric: Callable[[float], float], target: float, sigma0:
         g = (up - down) / (sigma + cfg.eps - lo)
         direction = 1.0 if value > target else -1.0
         new_sigma = max(sigma - cfg.lr * direction * g, cfg.sigma_min)
+        if g != 0 and cfg.growth > 1 and sigma > 0:
+            newton = sigma - (value - target) / g
+            capped = min(max(newton, sigma / cfg.growth), sigma * cfg.growth)
+            if (capped - sigma) * (new_sigma - sigma) > 0 and abs(capped - sigma) > abs(new_sigma - sigma):
+                new_sigma = max(capped, cfg.sigma_min)
+                entry.update(extrapolated=True)
         entry.update(metric_plus=up, metric_minus=down, grad=g, next_sigma=new_sigma)
         if new_sigma == sigma:  # zero gradient (flat metric) or clamped at σ_min: nothing more to learn
             break
