@@ -112,7 +112,9 @@ def _load_dir(path: Path, name: str, device: str | None = None) -> LanguageModel
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as exc:
-        raise ModelLoadError(f"could not load the model in '{path}': {exc}") from exc
+        why = str(exc).strip().rstrip(".")
+        raise ModelLoadError(f"could not load the model in '{path}': {why}; restore the directory from the run that "
+                             "made it (or re-run it), or point --model at another copy") from exc
     except Exception as exc:  # safetensors / shape errors: say which file is wrong and what to do
         text = f"{type(exc).__name__}: {exc}"
         if "safetensor" in text.lower() or "deserializ" in text.lower() or "header" in text.lower():
