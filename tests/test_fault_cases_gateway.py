@@ -87,3 +87,14 @@ def test_deleting_an_unknown_target_names_it(server):  # G13a
     assert r.status_code == 404
     assert r.json()["error"] == {"message": "no target named 'Nobody Here'", "type": "invalid_request_error",
                                  "param": "name", "code": "target_not_found"}
+
+
+def test_output_filter_catches_the_echoes_that_leaked():  # G10c, G10d (the model's answers, replayed)
+    from unlearnkit.data.targets import Target
+    from unlearnkit.service.guard_stack import TargetMatcher
+
+    basil = TargetMatcher([Target("Basil Mahfouz Al-Kuwaiti", aliases=("Basil Al-Kuwaiti",))])
+    assert basil.leaks("B\u00e1sil Al-Kuwaiti is a Moroccan-American artist and writer.") == [
+        "Basil Mahfouz Al-Kuwaiti"]
+    talitha = TargetMatcher([Target("Talitha Marchvale", facts=("Talitha Marchvale was born in the city of Brelund.",))])
+    assert talitha.leaks("T\u0430litha Marchvale was born in the city of Brelund.") == ["Talitha Marchvale"]
