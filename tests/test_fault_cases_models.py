@@ -156,3 +156,34 @@ def test_unlearn_reads_a_run_directory_refuses_out_inside_the_input_and_keeps_it
                      "--max-steps", "1", "--out", saved_tiny / "sub")  # M18
     assert code == 2 and "is inside the input model" in text and "choose another directory" in text
     assert digest() == before  # R4: the input model is never modified
+
+
+def test_the_load_report_is_shown_only_for_a_model_that_loads(saved_tiny, tmp_path):  # M07: one line
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    from unlearnkit.errors import ModelLoadError
+    from unlearnkit.models import load_model
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    loggers = [logging.getLogger(n) for n in ("transformers.modeling_utils", "transformers.utils.loading_report")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with pytest.raises(ModelLoadError, match="config.json does not match the saved weights"):
+            load_model(damaged(saved_tiny, tmp_path, "M07"))
+        assert not [m for m in seen if "LOAD REPORT" in m]
+        missing = tmp_path / "missing"
+        shutil.copytree(saved_tiny, missing)
+        weights = load_file(missing / "model.safetensors")
+        weights.pop("model.norm.weight")
+        save_file(weights, missing / "model.safetensors", metadata={"format": "pt"})
+        load_model(missing)  # loads, with the weight re-initialised: transformers' report says so
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    reports = [m for m in seen if "LOAD REPORT" in m]
+    assert len(reports) == 1 and "model.norm.weight" in reports[0] and "MISSING" in reports[0]
