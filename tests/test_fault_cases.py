@@ -173,3 +173,43 @@ def test_write_failure_names_the_file_and_leaves_no_temp(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=r"result.json: the disk is full"):
         io.write_json_atomic(tmp_path / "result.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["unlearn", "--method", "grad_ascent", "--max-steps", "1", "--out", "{out}/run"],
+    ["unlearn", "--method", "prompting", "--out", "{out}/guard"],
+    ["eval", "--no-generate", "--eval-limit", "2", "--out", "{out}/eval.json"],
+])
+def test_a_read_only_output_place_is_refused_before_the_work(tmp_path, tiny_data_dir, monkeypatch, command):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    args = [a.format(out=tmp_path / "ro") for a in command] + ["--model", "tiny", "--data", str(tiny_data_dir)]
+    result = runner.invoke(app, args)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert str(tmp_path / "ro") in text and "the file system is read-only; choose a writable location" in text
+
+
+def test_ctrl_c_during_unlearn_says_how_to_resume(tmp_path, tiny_data_dir, monkeypatch):
+    from unlearnkit.workflows import unlearn as workflow
+
+    out = tmp_path / "run"
+
+    def interrupted_after_a_checkpoint(*args, **kwargs):
+        (out / "checkpoint").mkdir(parents=True)
+        (out / "checkpoint" / "state.json").write_text(json.dumps({"step": 75, "fingerprint": "x"}))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "unlearn", interrupted_after_a_checkpoint)
+    result = runner.invoke(app, ["unlearn", "--method", "grad_ascent", "--model", "tiny", "--data",
+                                 str(tiny_data_dir), "--out", str(out)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 130, text
+    assert f"checkpoint at step 75 is kept in {out / 'checkpoint'}" in text
+    assert "run the same command again to resume" in text

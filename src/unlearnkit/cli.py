@@ -252,10 +252,25 @@ def unlearn(
         if not resume:
             remove_checkpoint(out)
         lm = _load(model, system_prompt, labels, pad_mask)
-        _, record = do_unlearn(lm, task, m, cfg, out, model_spec=model or "smollm2")
+        try:
+            _, record = do_unlearn(lm, task, m, cfg, out, model_spec=model or "smollm2")
+        except KeyboardInterrupt:
+            _say_how_to_resume(out)
+            raise typer.Exit(130) from None
         console.print(f"{m.name}: {record['output']} ({record['seconds']:.0f} s, {record['steps']} steps)")
 
     _run(go)
+
+
+def _say_how_to_resume(out: Path) -> None:
+    from unlearnkit.training.checkpoint import CHECKPOINT, checkpoint_step
+
+    step = checkpoint_step(out)
+    if step:
+        err.print(f"interrupted: the checkpoint at step {step} is kept in {out / CHECKPOINT}; run the same command "
+                  "again to resume from it (or add --no-resume to start over)")
+    else:
+        err.print("interrupted before the first checkpoint: running the same command again starts over")
 
 
 @app.command("eval")

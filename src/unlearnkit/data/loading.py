@@ -59,7 +59,8 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8 "
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason} on line {line}, byte {exc.start}): save it as UTF-8 "
                         "JSON Lines") from exc
 
 

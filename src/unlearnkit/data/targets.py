@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,13 +45,30 @@ class Target:
     def from_json(cls, data: Mapping[str, Any] | str) -> Target:
         if isinstance(data, str):
             return cls(name=data)
+        if not isinstance(data, Mapping):
+            raise DataError(f"a target is a name (a string) or an object with name, aliases, description, facts; "
+                            f"got {type(data).__name__} {data!r:.60}: fix that item")
         unknown = set(data) - {"name", "aliases", "description", "facts"}
         if unknown:
             raise DataError(f"unknown target fields {sorted(unknown)}: a target has name, aliases, description, facts")
         if "name" not in data:
             raise DataError(f"target {dict(data)} has no 'name': give at least a name")
-        return cls(name=data["name"], aliases=tuple(data.get("aliases", ())),
-                   description=data.get("description", ""), facts=tuple(data.get("facts", ())))
+        description = data.get("description") or ""
+        if not isinstance(description, str):
+            raise DataError(f"target {data['name']!r}: 'description' must be a string (got {description!r:.60})")
+        return cls(name=data["name"], aliases=_strings(data, "aliases"), description=description,
+                   facts=_strings(data, "facts"))
+
+
+def _strings(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """A target's list field; a bare string would become one entry per letter, so it is refused."""
+    value = data.get(key) or ()
+    if isinstance(value, str):
+        raise DataError(f"target {data['name']!r}: '{key}' must be a list of strings, got the string {value!r:.60}: "
+                        f"write {json.dumps([value[:60]], ensure_ascii=False)}")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise DataError(f"target {data['name']!r}: '{key}' must be a list of strings (got {value!r:.60})")
+    return tuple(value)
 
 
 def as_target(value: Target | Mapping[str, Any] | str) -> Target:

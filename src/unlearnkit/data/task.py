@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,12 @@ def normalise_question(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
+def overlap_key(text: str) -> str:
+    """Question text as the forget/retain overlap check compares it: NFKC, case folded, punctuation and spacing
+    ignored (a no-break space or a dropped '?' must not hide a forget question in the retain split)."""
+    return " ".join(re.sub(r"[\W_]+", " ", unicodedata.normalize("NFKC", text).casefold()).split())
+
+
 _OPTION = {"forget": "--forget", "retain": "--retain"}
 
 
@@ -127,7 +134,7 @@ def _load_role(root: Path, role: str, name: str, limit: int | None = None) -> li
     try:
         records = read_split(root, name, limit, allow_empty=True)
     except UnknownSplitError as exc:
-        known = ", ".join(available_splits(root)) or "none"
+        known = ", ".join(available_splits(root)) or "none (it holds no .jsonl, .json or .parquet split files)"
         how = f"pick another split with {_OPTION[role]}" if role in _OPTION else \
             f"add it, or name another split for '{role}' in {root / TASK_FILE}"
         if role == "holdout":
@@ -178,8 +185,8 @@ def load_task(root: str | Path, forget: str | None = None, retain: str | None = 
         splits = replace(splits, retain=retain)
     forget_records = _load_role(root, "forget", splits.forget)
     retain_records = _load_role(root, "retain", splits.retain)
-    forget_keys = {normalise_question(r.question) for r in forget_records}
-    overlap = [r for r in retain_records if normalise_question(r.question) in forget_keys]
+    forget_keys = {overlap_key(r.question) for r in forget_records}
+    overlap = [r for r in retain_records if overlap_key(r.question) in forget_keys]
     if overlap:
         raise DataError(f"{len(overlap)} question(s) are in both the forget split '{splits.forget}' and the retain "
                         f"split '{splits.retain}' in {root} (e.g. {overlap[0].question!r}): remove them from one of "

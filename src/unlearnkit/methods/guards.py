@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from unlearnkit.data.targets import Target, as_target, targets_from_records
-from unlearnkit.errors import ConfigError, ModelLoadError
+from unlearnkit.errors import ConfigError, DataError, ModelLoadError
 from unlearnkit.io import write_json_atomic
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.models.base import LanguageModel
@@ -117,10 +117,66 @@ def load_guard(path: Path, device: str | None = None) -> Guard:
     if depth >= MAX_GUARD_DEPTH:
         raise ModelLoadError(f"{file}: guards wrap guards more than {MAX_GUARD_DEPTH} deep (a base_model cycle?): "
                              "point base_model at a model, not at a guard that leads back here")
-    cls = get_method_class(payload["method"])
+    try:
+        cls = get_method_class(payload["method"])
+    except ConfigError as exc:
+        raise ModelLoadError(f"{file}: {exc}; recreate the guard with 'unlearnkit unlearn'") from exc
+    if not issubclass(cls, GuardMethod):
+        raise ModelLoadError(f"{file} names '{payload['method']}', which changes weights and is not a guard: "
+                             "recreate the guard with 'unlearnkit unlearn'")
+    payload = {**payload, "options": _checked_options(cls, payload.get("options"), file)}
+    if not isinstance(payload.get("targets", []), list):
+        raise ModelLoadError(f"{file}: 'targets' must be a list; recreate the guard with 'unlearnkit unlearn'")
     token = _GUARD_DEPTH.set(depth + 1)
     try:
         base = load_model(base_spec, device=device)
     finally:
         _GUARD_DEPTH.reset(token)
-    return cls.rebuild(base, payload, path)
+    try:
+        return cls.rebuild(base, payload, path)
+    except (DataError, ConfigError) as exc:
+        raise ModelLoadError(f"{file}: {exc} (or recreate the guard with 'unlearnkit unlearn')") from exc
+
+
+def _checked_options(cls: type[GuardMethod], options: Any, file: Path) -> dict:
+    """guard.json's options, each of its field's type and valid for the method. Keys no longer known (an option
+    removed since the guard was saved) are dropped with a warning, so older guards keep loading."""
+    import dataclasses
+    import logging
+
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ModelLoadError(f"{file}: 'options' must be a JSON object; recreate the guard with 'unlearnkit unlearn'")
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        logging.getLogger(__name__).warning("%s: ignoring option(s) %s that method '%s' does not have (options: %s)",
+                                            file, ", ".join(unknown), cls.name, ", ".join(fields))
+    kept = {k: v for k, v in options.items() if k in fields}
+    for key, value in kept.items():
+        if not _same_kind(value, fields[key].default):
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+                type(fields[key].default), "a list")
+            raise ModelLoadError(f"{file}: option '{key}' must be {kind}, got {value!r:.80}; fix it, or recreate "
+                                 "the guard with 'unlearnkit unlearn'")
+    try:
+        cls(cls.Options(**kept))  # runs the method's own checks of its options
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{file}: {exc}; fix it, or recreate the guard with 'unlearnkit unlearn'") from exc
+    return kept
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """A JSON value fits an option whose default is ``default`` (ints fit floats; lists fit tuples)."""
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, type(default))

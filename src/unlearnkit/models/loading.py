@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -96,6 +97,35 @@ def _single_gguf(path: Path) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _load_report_held_back():
+    """Hold back transformers' weight-loading report while loading: shown as usual when the model loads (missing
+    keys matter), dropped when loading fails, where the one-line ModelLoadError says what is wrong instead."""
+    import logging
+
+    held: list[tuple[logging.Logger, logging.LogRecord]] = []
+    loggers = [logging.getLogger(n) for n in ("transformers.modeling_utils", "transformers.utils.loading_report")]
+
+    def holder(logger: logging.Logger):
+        def hold(record: logging.LogRecord) -> bool:
+            if "LOAD REPORT" not in str(record.msg):
+                return True
+            held.append((logger, record))
+            return False
+        return hold
+
+    filters = [(logger, holder(logger)) for logger in loggers]
+    for logger, f in filters:
+        logger.addFilter(f)
+    try:
+        yield
+    finally:
+        for logger, f in filters:
+            logger.removeFilter(f)
+    for logger, record in held:  # reached only when loading succeeded
+        logger.handle(record)
+
+
 def _load_dir(path: Path, name: str, device: str | None = None) -> LanguageModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,14 +135,17 @@ def _load_dir(path: Path, name: str, device: str | None = None) -> LanguageModel
     dev = torch.device(device) if device else default_device()
     dtype = default_dtype(dev)
     try:
-        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-            from peft import AutoPeftModelForCausalLM
+        with _load_report_held_back():
+            if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+                from peft import AutoPeftModelForCausalLM
 
-            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as exc:
-        raise ModelLoadError(f"could not load the model in '{path}': {exc}") from exc
+        why = str(exc).strip().rstrip(".")
+        raise ModelLoadError(f"could not load the model in '{path}': {why}; restore the directory from the run that "
+                             "made it (or re-run it), or point --model at another copy") from exc
     except Exception as exc:  # safetensors / shape errors: say which file is wrong and what to do
         text = f"{type(exc).__name__}: {exc}"
         if "safetensor" in text.lower() or "deserializ" in text.lower() or "header" in text.lower():

@@ -66,5 +66,13 @@ def load_checkpoint(out_dir: Path, fingerprint: str, named_params, optimizer, sc
     return int(state["step"])
 
 
+def checkpoint_step(out_dir: Path) -> int | None:
+    """The step of the complete checkpoint in ``out_dir`` (None when there is none or it cannot be read)."""
+    try:
+        return int(json.loads((Path(out_dir) / CHECKPOINT / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def remove_checkpoint(out_dir: Path) -> None:
     shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)
