@@ -44,8 +44,9 @@ def test_serve_refuses_a_bad_guard_setting_at_start(tmp_path, monkeypatch, args,
 
 
 @pytest.mark.parametrize("env, says", [({ADMIN_TOKEN_ENV: "abcdefghijklmno"}, "is too short (15 characters)"),
+                                       ({ADMIN_TOKEN_ENV: "a" * 32}, "is too weak (1 distinct characters)"),
                                        ({ADMIN_TOKEN_ENV: ADMIN, "UNLEARNKIT_API_KEY": ADMIN}, "must differ")])
-def test_serve_refuses_weak_or_shared_tokens(tmp_path, monkeypatch, env, says):  # G02a, G02c
+def test_serve_refuses_weak_or_shared_tokens(tmp_path, monkeypatch, env, says):  # G02a, G02b, G02c
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(app, ["serve", "--model", "tiny", "--db", str(tmp_path / "r.db")])
@@ -85,7 +86,8 @@ def test_a_bad_content_length_is_a_400(server):  # G21
 def test_deleting_an_unknown_target_names_it(server):  # G13a
     r = httpx.delete(server.url + "/admin/targets/Nobody Here", headers=AUTH)
     assert r.status_code == 404
-    assert r.json()["error"] == {"message": "no target named 'Nobody Here'", "type": "invalid_request_error",
+    assert r.json()["error"] == {"message": "no target named 'Nobody Here': use a name or alias as GET /admin/targets lists it",
+                                 "type": "invalid_request_error",
                                  "param": "name", "code": "target_not_found"}
 
 
@@ -98,3 +100,39 @@ def test_output_filter_catches_the_echoes_that_leaked():  # G10c, G10d (the mode
         "Basil Mahfouz Al-Kuwaiti"]
     talitha = TargetMatcher([Target("Talitha Marchvale", facts=("Talitha Marchvale was born in the city of Brelund.",))])
     assert talitha.leaks("T\u0430litha Marchvale was born in the city of Brelund.") == ["Talitha Marchvale"]
+
+
+def test_a_target_is_removed_by_its_name_as_the_matcher_reads_it(server):  # G13b
+    r = httpx.post(server.url + "/admin/targets", headers=AUTH, json={"name": "Talitha Marchvale"})
+    assert r.status_code in (200, 201)
+    r = httpx.delete(server.url + "/admin/targets/talitha%20MARCH-vale", headers=AUTH)
+    assert r.status_code == 200 and r.json()["removed"] == ["Talitha Marchvale"]
+    r = httpx.delete(server.url + "/admin/targets/Talitha%20Marchvale", headers=AUTH)
+    assert r.status_code == 404 and "as GET /admin/targets lists it" in r.json()["error"]["message"]
+
+
+def test_a_bad_parameter_is_named_with_what_is_wrong(server):  # G17b
+    r = httpx.post(server.url + "/v1/chat/completions",
+                   json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": "lots"})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "max_tokens" and "invalid value for 'max_tokens'" in err["message"]
+    assert "lots" not in err["message"]  # the value itself is never echoed
+
+
+def test_an_unreachable_upstream_is_a_502_that_says_so(tmp_path):  # G23
+    from unlearnkit.models.remote import OpenAIChatModel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket closes
+    upstream = OpenAIChatModel(f"http://127.0.0.1:{port}/v1", model="m")
+    settings = ServeSettings(guard="none", db_path=tmp_path / "r.db", log_level="warning", port=0)
+    handle = start_background_server(settings, upstream)
+    try:
+        r = httpx.post(handle.url + "/v1/chat/completions",
+                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}, timeout=60)
+        err = r.json()["error"]
+        assert r.status_code == 502 and err["code"] == "upstream_unavailable" and "unreachable" in err["message"]
+        assert str(port) not in r.text  # the upstream's address is not disclosed
+    finally:
+        handle.stop()

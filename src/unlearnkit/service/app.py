@@ -49,6 +49,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from unlearnkit.data.target_matching import compact
 from unlearnkit.models.base import LanguageModel, leaf
 from unlearnkit.service.engine import Answer, Delta, Done, Engine, Job, Started, registry_unavailable
 from unlearnkit.service.guard_stack import GuardStack
@@ -152,7 +153,14 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return JSONResponse(error_body("invalid request parameters", "invalid_request_error"), status_code=400)
+        """A 400 naming the first bad parameter and what is wrong with it (never echoing its value)."""
+        first = (exc.errors() or [{}])[0]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")
+               and not str(p).startswith("function-")]
+        param = ".".join(loc) or None
+        msg = first.get("msg", "invalid value")
+        message = f"invalid value for '{param}': {msg}" if param else f"invalid request parameters: {msg}"
+        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -280,8 +288,15 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         actor = check_admin(request)
         detail = {"client": request.client.host if request.client else None}
         result = await run_in_threadpool(registry.remove, [name], actor, detail)
+        if not result["removed"]:  # the name as the matcher reads it: case, Unicode look-alikes, spacing
+            listed = await run_in_threadpool(lambda: registry.snapshot().targets)
+            wanted = compact(name)
+            same = [t.name for t in listed if wanted and wanted in {compact(n) for n in (t.name, *t.aliases)}]
+            if len(same) == 1:
+                result = await run_in_threadpool(registry.remove, same, actor, detail)
         if not result["removed"]:
-            raise APIError(404, f"no target named '{name}'", param="name", code="target_not_found")
+            raise APIError(404, f"no target named '{name}': use a name or alias as GET /admin/targets lists it",
+                           param="name", code="target_not_found")
         return result
 
     @app.get("/admin/audit")

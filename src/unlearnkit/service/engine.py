@@ -347,7 +347,7 @@ class Engine:
             for (job, i), text in zip(live, texts):
                 if isinstance(text, BaseException):
                     failed.add(id(job))
-                    _fail(job, _internal_error())
+                    _fail(job, _internal_error(text))
                     continue
                 job.answers[i] = self._finish(job, i, text, job.prompt_tokens[i])
 
@@ -507,7 +507,17 @@ def registry_unavailable() -> APIError:
                     "retry shortly", type="server_error", code="registry_unavailable", headers={"Retry-After": "1"})
 
 
-def _internal_error() -> APIError:
+def _internal_error(exc: BaseException | None = None) -> APIError:
+    """The answer when generation failed; an upstream endpoint that is down is a 502 that says so (never its
+    address), anything else a 500."""
+    from unlearnkit.models.remote import EndpointHTTPError, EndpointUnreachableError
+
+    if isinstance(exc, EndpointUnreachableError):
+        return APIError(502, "the upstream model endpoint is unreachable: check that it is running, then retry",
+                        type="server_error", code="upstream_unavailable", headers={"Retry-After": "1"})
+    if isinstance(exc, EndpointHTTPError):
+        return APIError(502, f"the upstream model endpoint answered with an error (HTTP {exc.status})",
+                        type="server_error", code="upstream_error")
     return APIError(500, "the model failed to answer this request", type="server_error", code="generation_failed")
 
 

@@ -20,6 +20,7 @@ ADMIN_TOKEN_ENV = "UNLEARNKIT_ADMIN_TOKEN"
 API_KEY_ENV = "UNLEARNKIT_API_KEY"
 DEFAULT_DB = "unlearnkit-registry.db"
 MIN_TOKEN_LENGTH = 16
+MIN_DISTINCT_CHARS = 8  # "aaaaaaaaaaaaaaaa" is long enough and guessable
 
 GUARD_ALIASES = {
     "prompt": "prompting",
@@ -95,6 +96,10 @@ class ServeSettings:
                     env = ADMIN_TOKEN_ENV if name == "admin_token" else API_KEY_ENV
                     raise ConfigError(f"{env} is too short ({len(value)} characters): use at least "
                                       f"{MIN_TOKEN_LENGTH}, e.g. the output of 'openssl rand -hex 32'")
+                elif len(set(value)) < MIN_DISTINCT_CHARS:
+                    env = ADMIN_TOKEN_ENV if name == "admin_token" else API_KEY_ENV
+                    raise ConfigError(f"{env} is too weak ({len(set(value))} distinct characters): use a random "
+                                      "secret, e.g. the output of 'openssl rand -hex 32'")
                 setattr(self, name, value)
         if self.admin_token and self.api_key and self.admin_token == self.api_key:
             raise ConfigError(f"{ADMIN_TOKEN_ENV} and {API_KEY_ENV} must differ: a chat client must not be able "
