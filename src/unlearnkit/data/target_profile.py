@@ -145,7 +145,7 @@ class TargetProfile:
     @property
     def indirect(self) -> bool:
         """Whether anything beyond the names identifies the target (else only names can be caught)."""
-        return bool(self.statements) or any(f.kind not in ("name", "alias") for f in self.facets)
+        return bool(self.statements) or any(f.kind not in ("name", "alias", "name_part") for f in self.facets)
 
     def of_kind(self, *kinds: str) -> list[Facet]:
         return [f for f in self.facets if f.kind in kinds]
