@@ -19,7 +19,10 @@ way (not targets) and ``unrelated`` questions (goal <= 1 %), for
 * with ``--guards``: ``eco`` (ECO's classifier decision: its own classifier, the name match, or the
   detector; the tiny built-in model carries it, so only the classification is measured) and
   ``alu`` (targets ALU's retrieval returns; a question with no retrieved target is answered
-  without the agents).
+  without the agents), each also without the detector (``eco-names``, ``alu-names``: as before).
+  ECO flags and ALU retrieves; neither refuses: a flagged question is answered with corrupted
+  embeddings, a retrieved target goes to ALU's audit, so their neighbour and unrelated shares are
+  the cost in extra work and answer quality, not refusals.
 
 Then the added latency of detection per request at ``--latency-targets`` targets (the built-in
 benchmark's people): median and p95 ms of ``detect`` over single questions, and of the name filter.
@@ -60,19 +63,25 @@ def detector_for(targets, budget: float):
 
 
 def guard_flags(probes, targets, det, which: set[str]) -> dict[str, dict[str, float | None]]:
-    """Per guard in ``which``: share of each probe kind it flags (eco) or retrieves a target for (alu)."""
+    """Per guard in ``which``, with the detector and without it (``-names``: the guard as before): share of
+    each probe kind ECO flags (its classifier, the name match, the detector) or ALU retrieves a target for."""
     out: dict[str, dict[str, float | None]] = {}
     if "eco" in which:
         from unlearnkit.methods.eco import ECOGuard, ECOOptions
         from unlearnkit.models.tiny import load_tiny
 
-        guard = ECOGuard(load_tiny(), targets, ECOOptions(sigma_search=False), references=det)
-        out["eco"] = {k: share(guard.flag(probes.texts(k))) for k in KINDS}
+        cache: dict = {}
+        for label, refs in (("eco", True), ("eco-names", False)):
+            guard = ECOGuard(load_tiny(), targets, ECOOptions(sigma_search=False, references=refs),
+                             references=det if refs else None, embedding_cache=cache)
+            out[label] = {k: share(guard.flag(probes.texts(k))) for k in KINDS}
     if "alu" in which:
         from unlearnkit.methods.alu_retrieval import TargetIndex, make_embedder
 
-        index = TargetIndex(make_embedder("minilm"), references=det).build(targets)
-        out["alu"] = {k: share(bool(index.retrieve(q)) for q in probes.texts(k)) for k in KINDS}
+        embedder = make_embedder("minilm")
+        for label, refs in (("alu", det), ("alu-names", None)):
+            index = TargetIndex(embedder, references=refs).build(targets)
+            out[label] = {k: share(bool(index.retrieve(q)) for q in probes.texts(k)) for k in KINDS}
     return out
 
 

@@ -117,10 +117,12 @@ def _someone_else(text: str, part: str, own: set[str]) -> bool:
 
 
 def _generic_words() -> frozenset:
-    from unlearnkit.data.target_profile import PERSON_WORDS, ROLE_WORDS, ROLES
+    """Single words too common in questions to be a facet on their own ("author", "his", "books"); trades
+    such as "architect" stay (a parent's trade is a facet)."""
+    from unlearnkit.data.target_profile import PERSON_WORDS, ROLE_WORDS
     from unlearnkit.evaluation.keywords import STOPWORDS
 
-    return frozenset({*PERSON_WORDS, *ROLES, *(w for ws in ROLE_WORDS.values() for w in ws), *STOPWORDS,
+    return frozenset({*PERSON_WORDS, *ROLE_WORDS["writing"], *ROLE_WORDS["acting"], *STOPWORDS,
                       "book", "books", "novel", "novels", "literature", "fiction", "genre", "writing", "award"})
 
 
@@ -155,6 +157,7 @@ class ReferenceDetector:
         self._names: list[str] = []
         self._matrix = np.zeros((0, 1), dtype=np.float32)
         self._owner = np.zeros(0, dtype=np.int64)
+        self._seg_start = self._seg_owner = np.zeros(0, dtype=np.int64)
         self._statement_facet: list[Facet] = []
         self._phrases: dict[tuple[str, ...], list[tuple[int, Facet]]] = {}
         self._dates: dict[str, list[tuple[int, Facet]]] = {}
@@ -201,6 +204,9 @@ class ReferenceDetector:
                 facet_of.append(by_statement.get(s, Facet("fact", s, s, "fact")))
         self._matrix = self._encode(statements) if statements and self.semantic else np.zeros((0, 1), np.float32)
         self._owner = np.asarray(owner if self.semantic else [], dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, self._owner[1:] != self._owner[:-1]]) if len(self._owner) else []
+        self._seg_start = np.asarray(starts, dtype=np.int64)
+        self._seg_owner = self._owner[self._seg_start] if len(self._owner) else np.zeros(0, dtype=np.int64)
         self._statement_facet = facet_of
         phrases: dict[tuple[str, ...], list[tuple[int, Facet]]] = {}
         dates: dict[str, list[tuple[int, Facet]]] = {}
@@ -224,6 +230,14 @@ class ReferenceDetector:
         self._phrases, self._dates = phrases, dates
         self._max_len = max((len(k) for k in phrases), default=0)
         return self
+
+    def fresh(self) -> ReferenceDetector:
+        """A new detector with the same settings, embedding cache and profiles, to build and swap in while
+        queries keep using this one."""
+        new = ReferenceDetector(self.encoder, self.budget, self.exact_bonus, self.weak_weight, self.max_shared,
+                                self.profile_model, cache=self.cache)
+        new.profiles, new._signature = list(self.profiles), dict(self._signature)
+        return new
 
     @property
     def warnings(self) -> list[str]:
@@ -273,17 +287,16 @@ class ReferenceDetector:
         """(score per target, semantic score per target, best statement row per target, exact hits)."""
         n = len(self.profiles)
         sem = np.zeros(n, dtype=np.float32)
-        best_row = np.full(n, -1, dtype=np.int64)
+        sims = np.zeros(0, dtype=np.float32)
         if not self.profiles or not text or not text.strip():
-            return np.full(n, -np.inf), sem, best_row, {}
+            return np.full(n, -np.inf), sem, sims, {}
         hits = self.exact_hits(text)
+        total = np.full(n, -np.inf)
         if self.semantic and len(self._owner):
             q = self.cache[text] if text in self.cache else self.encoder.encode([text])[0]  # queries are not cached
-            sims = self._matrix @ np.asarray(q, dtype=np.float32)
-            order = np.argsort(sims, kind="stable")  # ascending: the last write per owner is its best
-            sem[self._owner[order]] = sims[order]
-            best_row[self._owner[order]] = order
-        total = np.where(best_row >= 0, sem, -np.inf).astype(np.float64)
+            sims = self._matrix @ np.asarray(q, dtype=np.float32)  # one product against every statement
+            sem[self._seg_owner] = np.maximum.reduceat(sims, self._seg_start)  # statements are grouped by target
+            total[self._seg_owner] = sem[self._seg_owner]
         everyone = {f for facets in hits.values() for f in facets}
         # an anchor must stand outside the facets spelled ("Authors" in a title is no anchor)
         present = set(words(text)) - {w for f in everyone for w in words(f.text)}
@@ -303,22 +316,23 @@ class ReferenceDetector:
                 total[i] = (base if self.semantic else 0.0) + self.exact_bonus
             else:
                 total[i] = base
-        return total, sem, best_row, hits
+        return total, sem, sims, hits
 
-    def _detection(self, i: int, total, sem, best_row, hits) -> Detection:
+    def _detection(self, i: int, total, sem, sims, hits) -> Detection:
         facets = hits.get(i, [])
         if facets:
             fired = max(facets, key=lambda f: (f.kind in DISTINCTIVE, len(f.text)))
         else:
-            fired = self._statement_facet[int(best_row[i])]
+            rows = np.flatnonzero(self._owner == i)
+            fired = self._statement_facet[int(rows[np.argmax(sims[rows])])]
         return Detection(self._names[i], float(total[i]), fired, tuple(f.text for f in facets), float(sem[i]))
 
     def score_all(self, text: str, above: float = -math.inf) -> list[Detection]:
         """A detection per target scoring above ``above`` (and above its own floor, once calibrated), best first."""
-        total, sem, best_row, hits = self._totals(text)
+        total, sem, sims, hits = self._totals(text)
         bar = np.maximum(above, self._floor) if math.isfinite(above) and len(self._floor) == len(total) else above
         keep = np.flatnonzero(total > bar)
-        return sorted((self._detection(int(i), total, sem, best_row, hits) for i in keep), key=lambda d: -d.score)
+        return sorted((self._detection(int(i), total, sem, sims, hits) for i in keep), key=lambda d: -d.score)
 
     def _owners(self, facet: Facet) -> int:
         if facet.kind == "date":

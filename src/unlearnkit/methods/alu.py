@@ -267,7 +267,8 @@ class ALUGuard(Guard):
                 old = self.index
                 self.index = TargetIndex(old.embedder, threshold=old.threshold, top_m=old.top_m,
                                          max_term_targets=old.max_term_targets, cache=old.cache,
-                                         references=old.references).build(self.targets)
+                                         references=old.references and old.references.fresh()
+                                         ).build(self.targets)
             return self.index
 
     # -- backends --------------------------------------------------------------------

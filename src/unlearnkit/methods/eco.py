@@ -259,9 +259,11 @@ class ECOGuard(Guard):
     def _refresh_terms(self) -> None:
         self._entity_terms = TermFinder(target_terms(self.targets))
         self._name_terms = TermFinder(n for t in self.targets for n in t.names)
-        if self.references is not None:
-            self.references.build(self.targets)
-            self.references.calibrate()
+        if self.references is not None:  # built aside and swapped in: a concurrent classify sees one whole index
+            refs = self.references.fresh() if self.references.profiles else self.references
+            refs.build(self.targets)
+            refs.calibrate()
+            self.references = refs
 
     def positive_groups(self) -> list[list[str]]:
         groups: list[list[str]] = []
