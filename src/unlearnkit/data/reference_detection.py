@@ -283,8 +283,18 @@ class ReferenceDetector:
                         hits[owner].append(f)
         return {k: v for k, v in hits.items() if v}
 
-    def _totals(self, text: str):
-        """(score per target, semantic score per target, best statement row per target, exact hits)."""
+    def _semantic_rows(self, texts: Sequence[str], chunk: int = 128) -> np.ndarray:
+        """Per text, the best statement similarity per target (-inf for targets without statements)."""
+        out = np.full((len(texts), len(self.profiles)), -np.inf, dtype=np.float32)
+        if not (self.semantic and len(self._owner)):
+            return out
+        for start in range(0, len(texts), chunk):
+            sims = self._encode(list(texts[start:start + chunk])) @ self._matrix.T
+            out[start:start + chunk, self._seg_owner] = np.maximum.reduceat(sims, self._seg_start, axis=1)
+        return out
+
+    def _totals(self, text: str, sem_row: np.ndarray | None = None):
+        """(score per target, semantic score per target, statement similarities, exact hits)."""
         n = len(self.profiles)
         sem = np.zeros(n, dtype=np.float32)
         sims = np.zeros(0, dtype=np.float32)
@@ -292,7 +302,10 @@ class ReferenceDetector:
             return np.full(n, -np.inf), sem, sims, {}
         hits = self.exact_hits(text)
         total = np.full(n, -np.inf)
-        if self.semantic and len(self._owner):
+        if sem_row is not None:
+            total[:] = sem_row
+            sem = np.where(np.isfinite(sem_row), sem_row, 0.0).astype(np.float32)
+        elif self.semantic and len(self._owner):
             q = self.cache[text] if text in self.cache else self.encoder.encode([text])[0]  # queries are not cached
             sims = self._matrix @ np.asarray(q, dtype=np.float32)  # one product against every statement
             sem[self._seg_owner] = np.maximum.reduceat(sims, self._seg_start)  # statements are grouped by target
@@ -368,21 +381,31 @@ class ReferenceDetector:
         if neighbours is None:
             neighbours = [q for q, _i in own] + background_neighbours("calibration")
         neighbours = list(dict.fromkeys(n for n in neighbours if n and n.strip()))
-        if self.semantic:
-            self._encode(list(dict.fromkeys([*neighbours, *(q for q, _i in own)])))
-        scores = [max(self.score(n), -1.0) for n in neighbours]
-        self.threshold = upper_conformal_threshold(scores, alpha)
+        texts = list(dict.fromkeys([*neighbours, *(q for q, _i in own)]))
+        row_of = {t: r for r, t in enumerate(texts)}
+        rows = self._semantic_rows(texts)  # one batched product for every calibration question
+        owners: dict[str, list[int]] = {}
+        for q, i in own:
+            owners.setdefault(q, []).append(i)
+        wanted = set(neighbours)
+        best: dict[str, float] = {}
         # a target's floor: no question is refused for it that scores no higher than the questions about
         # its own works, places and dates (a pooled threshold is set mostly by other subjects' neighbours)
         floor = np.full(len(self.profiles), -np.inf)
-        for q, i in own:
-            floor[i] = max(floor[i], float(self._totals(q)[0][i]))
+        for t in texts:
+            total = self._totals(t, rows[row_of[t]])[0]
+            if t in wanted:
+                best[t] = max(float(total.max()) if total.size else -1.0, -1.0)
+            for i in owners.get(t, ()):
+                floor[i] = max(floor[i], float(total[i]))
+        self.threshold = upper_conformal_threshold([best[n] for n in neighbours], alpha)
         self._floor = floor
         need = math.ceil(1 / alpha) - 1
         self.calibration = {"status": "calibrated" if math.isfinite(self.threshold) else
                             f"too few neighbour questions ({len(neighbours)} < {need}) for a {alpha:.0%} budget: "
                             "only names are caught",
-                            "threshold": self.threshold if math.isfinite(self.threshold) else None, "budget": alpha, "neighbours": len(neighbours),
+                            "threshold": self.threshold if math.isfinite(self.threshold) else None,
+                            "budget": alpha, "neighbours": len(neighbours),
                             "semantic": self.semantic, "targets": len(self.profiles)}
         if not math.isfinite(self.threshold):
             log.warning("reference detection: %s", self.calibration["status"])
