@@ -77,6 +77,8 @@ class ALUOptions:
         0.65, "minimum embedding cosine for a target to count as relevant (name, name-part and key-term matches "
               "always count); no relevant target means a clean query, answered with one LLM call")
     embedder: str = option("minilm", "retrieval embeddings: minilm (all-MiniLM-L6-v2) or hashing (lexical, no model)")
+    references: bool = option(True, "retrieve targets a question refers to without naming them (works, roles, "
+                                    "places, dates: data/reference_detection; exact facets only with embedder=hashing)")
     name_hit_is_leak: bool = option(True, "an exact target name/alias in the question or draft is a direct leak "
                                            "without asking the audit judge")
     judge_fail_closed: bool = option(True, "an unreadable audit verdict counts as a leak")
@@ -249,8 +251,9 @@ class ALUGuard(Guard):
         if "audit" in self._backends and "erase" not in self._backends:
             self._backends["erase"] = self._backends["audit"]
         self._loaded: dict[str, LanguageModel] = {}
-        self.index = TargetIndex(embedder or make_embedder(options.embedder), threshold=options.retrieval_threshold,
-                                 top_m=options.top_m)
+        embedder = embedder or make_embedder(options.embedder)
+        self.index = TargetIndex(embedder, threshold=options.retrieval_threshold, top_m=options.top_m,
+                                 references=self._new_references(options, embedder))
         if index_cache is not None:
             self.index.load_cache(index_cache)
         self.last_trace: ALUTrace | None = None
@@ -258,6 +261,17 @@ class ALUGuard(Guard):
         super().__init__(base, targets, options)
 
     # -- targets ---------------------------------------------------------------------
+    @staticmethod
+    def _new_references(options: ALUOptions, embedder):
+        """The reference detector behind retrieval: MiniLM when retrieval embeds with it, exact facets only
+        with a lexical embedder; None when the option is off."""
+        if not options.references:
+            return None
+        from unlearnkit.data.reference_detection import ReferenceDetector, NoEncoder
+        from unlearnkit.methods.alu_retrieval import MiniLMEmbedder
+
+        return ReferenceDetector(embedder if isinstance(embedder, MiniLMEmbedder) else NoEncoder())
+
     def _ensure_index(self) -> TargetIndex:
         signature = tuple((t.name, t.aliases, t.description, t.facts) for t in self.targets)
         with self._lock:
@@ -266,7 +280,9 @@ class ALUGuard(Guard):
                 # concurrently keeps the consistent snapshot it started with
                 old = self.index
                 self.index = TargetIndex(old.embedder, threshold=old.threshold, top_m=old.top_m,
-                                         max_term_targets=old.max_term_targets, cache=old.cache).build(self.targets)
+                                         max_term_targets=old.max_term_targets, cache=old.cache,
+                                         references=old.references and old.references.fresh()
+                                         ).build(self.targets)
             return self.index
 
     # -- backends --------------------------------------------------------------------

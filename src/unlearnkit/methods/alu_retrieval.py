@@ -17,6 +17,8 @@ Signals, per target (a score in [0, 1]; the highest wins):
   occur in the query, or (two or more / a multi-word one) in the draft. Terms shared by more
   than ``max_term_targets`` targets are not distinctive and are ignored here (they still count
   in the final check);
+* **references** (0.85): the question refers to the target without naming it ("Who wrote 'The Glass
+  Orchard'?"), as the shared reference detector decides (``data/reference_detection``, when given);
 * **embeddings**: cosine similarity between the query / draft and each target's name,
   aliases, description and facts (MiniLM by default; ``HashingEmbedder`` is a cheap
   deterministic stand-in for tests). A text naming someone who is not a target (a run of 2+
@@ -56,6 +58,7 @@ NAME_SCORE = 1.0
 NAME_PART_SCORE = 0.8
 TERM_SCORE_ONE = 0.6
 TERM_SCORE_STRONG = 0.9
+REFERENCE_SCORE = 0.85
 
 
 # -- embedders ---------------------------------------------------------------------------
@@ -236,6 +239,7 @@ class TargetIndex:
     top_m: int = 3
     max_term_targets: int = 3
     cache: dict[str, np.ndarray] = field(default_factory=dict)
+    references: object = None  # a data.reference_detection.ReferenceDetector (indexed and calibrated by build)
 
     def __post_init__(self):
         self.targets: list[Target] = []
@@ -292,6 +296,10 @@ class TargetIndex:
             self._matrix = np.zeros((0, 1), dtype=np.float32)
         self._owner = np.asarray(owner, dtype=np.int64)
         self._starts = np.flatnonzero(np.r_[True, self._owner[1:] != self._owner[:-1]]) if owner else self._owner
+        if self.references is not None:
+            self.references.build(self.targets)
+            self.references.calibrate()
+        self._position = {t.name: i for i, t in enumerate(self.targets)}
         return self
 
     # -- querying ----------------------------------------------------------------------
@@ -306,6 +314,10 @@ class TargetIndex:
         for text in (query, draft, *context):
             for i in self._names.find(text):
                 offer(i, NAME_SCORE, "name")
+        if self.references is not None and query and query.strip():
+            for d in self.references.detect_all(query):
+                if d.target in self._position:
+                    offer(self._position[d.target], REFERENCE_SCORE, "reference")
         probes = []
         for n, text in enumerate((query, draft)):
             if not text or not text.strip():

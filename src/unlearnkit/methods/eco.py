@@ -111,6 +111,9 @@ class ECOOptions:
     calibration_fraction: float = option(0.3, "share of forget prompt groups held out for conformal calibration")
     name_match: bool = option(True, "also flag any prompt naming a target or alias (case- and spacing-insensitive; "
                                     "not in the paper)")
+    references: bool = option(True, "also flag any prompt that refers to a target without its name (its works, "
+                                    "roles, places, dates: data/reference_detection; MiniLM with encoder=minilm or "
+                                    "llm, exact facets only with encoder=hashing; not in the paper)")
     llm_layer: float = option(0.5, "encoder=llm: relative depth (0, 1] of the pooled hidden states")
     max_negatives: int = option(2000, "retain prompts used as classifier negatives at most (seeded sample)")
     swap_negatives: int = option(2, "hard negatives per forget prompt naming a target: the same prompt with the "
@@ -192,7 +195,7 @@ class ECOGuard(Guard):
     def __init__(self, base: LanguageModel, targets: list, options: ECOOptions, *,
                  examples: dict[str, list[list[str]]] | None = None, negatives: Sequence[str] = (),
                  classifier_file: Path | None = None, sigma: float | None = None, sigma_log: dict | None = None,
-                 embedding_cache: dict | None = None):
+                 embedding_cache: dict | None = None, references=None):
         if not _is_hf(base):
             raise ConfigError(f"ECO corrupts input embeddings, so it needs a local transformers model; "
                               f"'{getattr(base, 'name', base)}' is a {type(base).__name__}")
@@ -207,6 +210,7 @@ class ECOGuard(Guard):
         self.last_probs: list[float] = []
         self._lock = threading.RLock()
         self._encoder = make_encoder(options.encoder, base, options.llm_layer)
+        self.references = self._new_references(references)
         self.classifier = self._new_classifier()
         if embedding_cache is not None:  # share encoded training prompts between guards (benchmarks)
             self.classifier._cache = embedding_cache
@@ -243,9 +247,24 @@ class ECOGuard(Guard):
             self._refresh_terms()
             self.retrain()
 
+    def _new_references(self, given=None):
+        """The reference detector (``references`` option): the one given (shared), or a new one."""
+        if not self.options.references:
+            return None
+        if given is not None:
+            return given
+        from unlearnkit.data.reference_detection import ReferenceDetector, NoEncoder
+
+        return ReferenceDetector(NoEncoder() if self.options.encoder.lower() == "hashing" else None)
+
     def _refresh_terms(self) -> None:
         self._entity_terms = TermFinder(target_terms(self.targets))
         self._name_terms = TermFinder(n for t in self.targets for n in t.names)
+        if self.references is not None:  # built aside and swapped in: a concurrent classify sees one whole index
+            refs = self.references.fresh() if self.references.profiles else self.references
+            refs.build(self.targets)
+            refs.calibrate()
+            self.references = refs
 
     def positive_groups(self) -> list[list[str]]:
         groups: list[list[str]] = []
@@ -306,7 +325,7 @@ class ECOGuard(Guard):
 
     # -- classification ------------------------------------------------------------------
     def classify(self, prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(flags, p(forget), name hits) of each prompt's last user message."""
+        """(flags, p(forget), name or reference hits) of each prompt's last user message."""
         texts = [last_user_message(p) for p in prompts]
         clf = self.classifier
         names = np.zeros(len(texts), dtype=bool)
@@ -315,6 +334,8 @@ class ECOGuard(Guard):
         probs = clf.scores(texts)  # zeros while untrained
         if self.options.name_match:
             names = np.array([self._name_terms.found(t) for t in texts], dtype=bool)
+        if self.references is not None:
+            names |= np.array([bool(self.references.detect(t)) for t in texts], dtype=bool)
         return (probs > clf.threshold) | names, probs, names
 
     def flag(self, prompts) -> list[bool]:

@@ -5,7 +5,11 @@ Layers, in the order a request meets them:
 1. prompt filter (optional, on by default): a conversation that names a registered
    target (name or alias, compared by skeleton: case, look-alike letters, accents,
    invisible characters and separators do not hide it; ``data/target_matching.py``)
-   is refused without calling the model;
+   or refers to one without its name ("Who played Inspector Vale?": its works, roles,
+   places, dates, relatives; ``data/reference_detection.py``) is refused without calling
+   the model. Options read here, not by the guard: ``references`` (on | off),
+   ``reference_budget`` (the false-refusal budget on neighbour questions, 0.02) and
+   ``profile_model`` (an OpenAI-compatible URL asked how people refer to each target);
 2. the guard: ``eco`` | ``alu`` | ``prompt`` (the prompting baseline) around the
    upstream, or ``none`` (the upstream as is: an edited model, or a bare one);
 3. output filter (always on unless disabled): an answer that contains a target's
@@ -18,6 +22,7 @@ Layers, in the order a request meets them:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +32,57 @@ from unlearnkit.errors import ConfigError
 from unlearnkit.models.base import LanguageModel
 
 GUARD_METHODS = {"prompting": "prompting", "eco": "eco", "alu": "alu"}
+STACK_OPTIONS = ("references", "reference_budget", "profile_model")
+"""Options of the prompt filter itself, taken out before the guard sees its options."""
+log = logging.getLogger(__name__)
+
+
+class PromptMatcher:
+    """What the prompt filter refuses: a target's name (``TargetMatcher``) or a reference to it
+    (``ReferenceDetector``). ``leaks`` (the output filter) stays the name matcher's. ``explain`` says
+    which facet fired, for the audit."""
+
+    def __init__(self, names: TargetMatcher, references=None):
+        self.names, self.references = names, references
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def mentions(self, text: str) -> list[str]:
+        found = set(self.names.mentions(text))
+        if self.references is not None and text:
+            detections = self.references.detect_all(text)
+            for d in detections:
+                if d.target not in found:
+                    log.info("prompt refers to target %r without naming it (%s: %r, score %.3f)", d.target,
+                             d.facet.kind, d.facet.text, d.score)
+            found |= {d.target for d in detections}
+        return sorted(found)
+
+    def explain(self, text: str) -> list[dict]:
+        return [d.to_json() for d in self.references.detect_all(text)] if self.references is not None else []
+
+    def leaks(self, text: str) -> list[str]:
+        return self.names.leaks(text)
+
+
+def _reference_detector(options: dict[str, str]):
+    """The prompt filter's reference detector from the stack options (None when switched off)."""
+    on = str(options.get("references", "on")).strip().lower()
+    if on in ("off", "false", "0", "no"):
+        return None
+    if on not in ("on", "true", "1", "yes"):
+        raise ConfigError(f"option references must be on or off, got '{options['references']}'")
+    try:
+        budget = float(options.get("reference_budget", 0.02))
+    except ValueError:
+        raise ConfigError(f"option reference_budget must be a number in (0, 1), got "
+                          f"'{options['reference_budget']}'") from None
+    if not 0.0 < budget < 1.0:
+        raise ConfigError(f"option reference_budget must be in (0, 1), got {budget}")
+    from unlearnkit.data.reference_detection import ReferenceDetector
+
+    return ReferenceDetector(budget=budget, profile_model=options.get("profile_model") or None)
 
 
 def resolve_guard_class(kind: str):
@@ -68,6 +124,9 @@ class GuardStack:
 
         self.kind = kind
         self.options = dict(options or {})
+        self.references = _reference_detector(self.options)
+        for key in STACK_OPTIONS:
+            self.options.pop(key, None)
         self.upstream = upstream
         self.pinned: set[str] = set()
         self.guard: LanguageModel | None = None
@@ -88,7 +147,7 @@ class GuardStack:
             except Exception:  # some guards need at least one target: build at the first sync
                 self._deferred = True
         self.applied: dict[str, Target] = {}
-        self.matcher = TargetMatcher(())
+        self.matcher = PromptMatcher(TargetMatcher(()))
         self.version: int | None = None
 
     # -- registry sync --------------------------------------------------------------
@@ -110,7 +169,10 @@ class GuardStack:
             self.applied = dict(new)
         else:
             self.applied = dict(new)
-        self.matcher = TargetMatcher(targets)
+        if self.references is not None:
+            self.references.build(targets)
+            self.references.calibrate()
+        self.matcher = PromptMatcher(TargetMatcher(targets), self.references)
         self.version = version
 
     # -- what answers ---------------------------------------------------------------
@@ -126,4 +188,5 @@ class GuardStack:
 
     def describe(self) -> dict[str, Any]:
         return {"guard": self.kind, "upstream": getattr(self.upstream, "name", "model"),
-                "targets": len(self.applied), "version": self.version}
+                "targets": len(self.applied), "version": self.version,
+                "references": self.references.describe() if self.references is not None else "off"}
