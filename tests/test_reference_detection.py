@@ -188,6 +188,8 @@ def test_the_gateway_refuses_and_audits_an_indirect_probe(tmp_path):
             rows = admin.get("/admin/audit", params={"limit": 100}).json()["data"]
             event = [e for e in rows if e["request_id"] == r.id]
             assert [(e["action"], e["target"]) for e in event] == [("guard.refused_prompt", "Jane Doe")]
+            fired = event[0]["detail"]["references"]  # which facet of the profile fired
+            assert fired and fired[0]["target"] == "Jane Doe" and "Vale" in fired[0]["facet"]["text"]
     finally:
         handle.stop()
 

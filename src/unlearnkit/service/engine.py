@@ -70,6 +70,7 @@ class Job:
     next_prompt: int = 0
     prompt_tokens: list[int] | None = None
     mentions: set = field(default_factory=set)
+    references: list = field(default_factory=list)  # the reference detector's findings (target, facet, score)
     refused: bool = False
     holdbacks: dict = field(default_factory=dict)  # prompt index -> its Holdback while it is generated
 
@@ -325,10 +326,13 @@ class Engine:
                     self.stats["streamed"] += 1
                     job.emit(Started())
             for i in range(job.next_prompt, min(len(job.prompts), job.next_prompt + turn)):
-                names = matcher.mentions(_prompt_text(job.prompts[i])) if matcher else []
+                text = _prompt_text(job.prompts[i])
+                names = matcher.mentions(text) if matcher else []
                 job.mentions.update(names)
                 if names and self.settings.prompt_filter:
                     job.refused = True
+                    explain = getattr(matcher, "explain", None)  # which profile facet fired, for the audit
+                    job.references.extend(explain(text) if explain else [])
                     job.answers[i] = Answer(self.settings.refusal, "stop", job.prompt_tokens[i],
                                             self._count(self.settings.refusal))
                     if job.stream:
@@ -369,6 +373,8 @@ class Engine:
             leaked = sorted({n for a in answers for n in a.leaked})
             if job.refused:
                 self.stats["refused_prompt"] += 1
+                if job.references:
+                    detail = {**detail, "references": job.references}
                 events.append(GuardEvent("guard.refused_prompt", job.request_id, prompt_hash(job.audit_prompt),
                                          tuple(sorted(job.mentions)), version, detail))
             elif leaked:
