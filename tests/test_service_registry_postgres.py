@@ -341,6 +341,37 @@ def test_a_lost_connection_fails_closed_then_reconnects(postgres, pg_url):
         server.stop()
 
 
+def test_tables_dropped_under_a_running_gateway_fail_closed_and_are_not_recreated(pg_url, caplog):
+    from unlearnkit.models.tiny import load_tiny
+
+    def has_meta():
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
+
+    with _server(pg_url, load_tiny()) as server:
+        registry = server.app.state.registry
+        assert httpx.post(server.url + "/admin/targets", headers=AUTH, json={"name": "Ilsa Brandt"}).status_code == 201
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE targets, meta, audit")
+        gone, _ = wait_for(lambda: not registry.listening, timeout=5.0)
+        assert gone
+        with pytest.raises(RegistryUnavailable, match=r"lost its tables \(relation \"meta\" does not exist\).*restore"):
+            registry.version()
+        with pytest.raises(RegistryUnavailable, match="lost its tables"):
+            registry.add(["Nope"], "admin")
+        r = _chat(server.url, "Tell me about Ilsa Brandt.")  # never answered under an empty list
+        assert r.status_code == 503 and r.json()["error"]["code"] == "registry_unavailable"
+        assert httpx.get(server.url + "/admin/targets", headers=AUTH).status_code == 503
+        assert httpx.get(server.url + "/health").status_code == 503
+        assert not has_meta()  # the running gateway did not re-create an empty registry
+        assert any("lost its tables" in rec.getMessage() for rec in caplog.records)
+
+        # Opening the registry again (an operator's decision) creates empty tables: serving resumes.
+        PostgresTargetRegistry(pg_url, listen=False).close()
+        ok, _ = wait_for(lambda: _chat(server.url, "What is 2 + 2?").status_code == 200, timeout=10.0, interval=0.2)
+        assert ok and has_meta()
+
+
 def test_settings_keep_a_postgres_url_and_mask_it(tmp_path):
     from pathlib import Path
 

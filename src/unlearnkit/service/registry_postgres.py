@@ -15,6 +15,10 @@ Same interface and the same tables as the SQLite registry (``registry.py``):
   the server within ``max_staleness_s``; otherwise it asks the server directly, and
   if that fails it raises ``RegistryUnavailable`` (the gateway answers 503). Lost
   connections are re-opened on the next call; the listener reconnects by itself.
+* Tables that vanish under a running registry (the database dropped, reset or restored
+  without them) are not re-created: an empty list would serve every target again. The
+  registry raises ``RegistryUnavailable`` saying so until they are back; the tables are
+  created only when a registry opens the database.
 * The ``audit`` table is append-only: a trigger raises on UPDATE, DELETE and
   TRUNCATE.
 """
@@ -179,6 +183,13 @@ class PostgresTargetRegistry:
         return RegistryUnavailable(f"the target registry at {self.label} is unreachable "
                                    f"({_first_line(exc, self._secret)})")
 
+    def _schema_gone(self, exc: BaseException) -> RegistryUnavailable:
+        return RegistryUnavailable(
+            f"the target registry at {self.label} has lost its tables ({_first_line(exc, self._secret)}): "
+            "the database was dropped, reset or restored without them, so the target list cannot be confirmed "
+            "and nothing is served; restore the database, or restart the gateway to start over with an empty "
+            "target list")
+
     def _lost(self, exc: BaseException) -> bool:
         """True when ``exc`` means the connection is gone (then it is dropped)."""
         if isinstance(exc, (self._pg.OperationalError, self._pg.InterfaceError)) or (
@@ -194,6 +205,8 @@ class PostgresTargetRegistry:
                 conn = self._connection()
                 try:
                     return fn(conn)
+                except self._pg.errors.UndefinedTable as exc:
+                    raise self._schema_gone(exc) from None
                 except self._pg.Error as exc:
                     if not self._lost(exc):
                         raise
@@ -211,6 +224,8 @@ class PostgresTargetRegistry:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                     yield conn
+            except self._pg.errors.UndefinedTable as exc:
+                raise self._schema_gone(exc) from None
             except self._pg.Error as exc:
                 if self._lost(exc):
                     raise self._unavailable(exc) from None
@@ -255,11 +270,14 @@ class PostgresTargetRegistry:
             except Exception as exc:
                 if self._closing.is_set():
                     break
+                gone = isinstance(exc, self._pg.errors.UndefinedTable)
                 with self._state:
                     first = self._listen_error is None
-                    self._listen_error = _first_line(exc, self._secret)
+                    self._listen_error = str(self._schema_gone(exc)) if gone else _first_line(exc, self._secret)
                     self._heard_at = float("-inf")
-                if first:
+                if first and gone:
+                    log.error("%s; retrying", self._listen_error)
+                elif first:
                     log.warning("lost the target registry at %s (%s); reconnecting", self.label, self._listen_error)
                 self._listening.set()
                 self._closing.wait(backoff)
