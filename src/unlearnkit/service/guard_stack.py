@@ -65,6 +65,10 @@ class PromptMatcher:
     def leaks(self, text: str) -> list[str]:
         return self.names.leaks(text)
 
+    def patterns(self) -> dict:
+        """The output filter's patterns (names, parts, facts), which a stream's hold-back window watches."""
+        return self.names.patterns()
+
 
 def _reference_detector(options: dict[str, str]):
     """The prompt filter's reference detector from the stack options (None when switched off)."""
