@@ -14,7 +14,6 @@ from unlearnkit.data.verification_probes import LeakJudge, build_verification_pr
 from unlearnkit.models.base import LanguageModel
 from unlearnkit.models.tiny import load_tiny
 from unlearnkit.service import ServeSettings, start_background_server
-from unlearnkit.service.settings import DEFAULT_REFUSAL
 
 ADMIN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
