@@ -453,6 +453,7 @@ def serve(
     request_timeout: Annotated[Optional[float], typer.Option(help="seconds before an unanswered request gets a 504 and its remaining work is dropped (default 300)")] = None,
     max_request_tokens: Annotated[Optional[int], typer.Option(help="largest prompts x max_tokens of one request (default 16384)")] = None,
     max_prompts_per_turn: Annotated[Optional[int], typer.Option(help="prompts of one request answered per turn before others get theirs (default 4)")] = None,
+    verify: Annotated[bool, typer.Option(help="probe each registered target in the background and record the leak and refusal rates in the audit log (target.verified)")] = True,
 ):
     """Serve an OpenAI-compatible API that enforces the registered forget targets live.
 
@@ -465,7 +466,8 @@ def serve(
 
         do_serve(model=model, guard=guard, host=host, port=port, db=db, options=_parse_opts(opt or []),
                  prompt_filter=prompt_filter, request_timeout_s=request_timeout,
-                 max_request_tokens=max_request_tokens, max_prompts_per_turn=max_prompts_per_turn)
+                 max_request_tokens=max_request_tokens, max_prompts_per_turn=max_prompts_per_turn,
+                 verify_targets=verify)
 
     _run(go)
 

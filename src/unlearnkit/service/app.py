@@ -10,6 +10,7 @@ Routes
     POST /admin/targets               add or replace targets: one target, {"targets": [...]},
                                       {"records": [...]} (a forget data file's Q/A records), or a
                                       JSON Lines body (Content-Type: application/x-ndjson)
+    GET  /admin/targets/{name}        one target (by name or alias) and its latest verification
     DELETE /admin/targets/{name}      remove a target (by name or alias)
     GET  /admin/audit                 the append-only audit log (?after=ID&limit=N&action=target.*)
     GET  /admin/stats                 engine counters
@@ -29,6 +30,10 @@ word plus the held window, where the model streams (weights, an OpenAI-compatibl
 the prompting and ECO guards); a guard that must read the whole answer first (ALU) streams
 once it has decided. Errors found before generation (context length, capacity) are still
 HTTP errors; one after the first chunk ends the stream with an ``{"error": ...}`` event.
+
+Verification (``verify_targets``, on by default): each added or changed target is probed in the
+background through the engine's low-priority line, and the figures are written to the audit log as a
+``target.verified`` event (``verification.py``).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ from unlearnkit.service.schemas import (
     validation_error,
 )
 from unlearnkit.service.settings import ADMIN_TOKEN_ENV, ServeSettings
+from unlearnkit.service.verification import Verifier, latest_recorded
 
 SQLITE_MAX_INT = 2**63 - 1  # the largest event id the registry can hold
 
@@ -97,6 +103,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     stack = GuardStack(model, settings.guard, settings.guard_options)
     registry = open_registry(settings.db_path)
     engine = Engine(stack, registry, settings)
+    verifier = Verifier(engine, registry, settings) if settings.verify_targets else None
     served = settings.served_model_name or _base_name(model)
     created = now()
     # The ids a request's "model" may name: the served id, and the spec the server was started with
@@ -119,10 +126,16 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         await run_in_threadpool(engine.start)
         await run_in_threadpool(registry.record, "server.start", "gateway",
                                 {"guard": settings.guard, "model": served})
+        if verifier is not None:
+            verifier.start()
         try:
             yield
         finally:
+            if verifier is not None:
+                verifier.request_stop()
             await run_in_threadpool(engine.stop)
+            if verifier is not None:
+                await run_in_threadpool(verifier.join)
             try:
                 registry.record("server.stop", "gateway", {})
             except RegistryUnavailable as exc:
@@ -132,6 +145,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     app = FastAPI(title="unlearnkit gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.engine, app.state.registry, app.state.stack = settings, engine, registry, stack
+    app.state.verifier = verifier
 
     # -- errors ---------------------------------------------------------------------
     @app.exception_handler(APIError)
@@ -281,7 +295,25 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
         targets, source = _parse_targets(raw, request.headers.get("content-type", ""), settings)
         detail = {"client": request.client.host if request.client else None, "source": source}
         result = await run_in_threadpool(registry.add, targets, actor, detail)
+        if verifier is not None and (result["added"] or result["updated"]):
+            verifier.schedule(result["added"] + result["updated"])
         return JSONResponse(result, status_code=201 if result["added"] else 200)
+
+    @app.get("/admin/targets/{name:path}")
+    async def get_target(name: str, request: Request):
+        check_admin(request)
+        _, items = await run_in_threadpool(registry.list)
+        item = _find_target(items, name)
+        if item is None:
+            raise APIError(404, f"no target named '{name}': use a name or alias as GET /admin/targets lists it",
+                           param="name", code="target_not_found")
+        if verifier is not None:
+            verification = await run_in_threadpool(verifier.latest, item["name"])
+        else:
+            verification = await run_in_threadpool(latest_recorded, registry, item["name"])
+        if verification is None:
+            verification = {"status": "off" if verifier is None else "none"}
+        return {"object": "target", "target": item, "verification": verification}
 
     @app.delete("/admin/targets/{name:path}")
     async def remove_target(name: str, request: Request):
@@ -326,6 +358,18 @@ def _base_name(model: LanguageModel) -> str:
     if hasattr(model, "base_url"):
         return str(getattr(model, "_model", None) or "model")
     return getattr(model, "name", "model") or "model"
+
+
+def _find_target(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The listed target ``name`` designates, as DELETE reads it: its name, an alias, or (when only one
+    target fits) the name or alias as the matcher reads it (case, look-alike letters, spacing)."""
+    exact = next((i for i in items if i["name"] == name), None)
+    exact = exact or next((i for i in items if name in (i.get("aliases") or ())), None)
+    if exact is not None:
+        return exact
+    wanted = compact(name)
+    same = [i for i in items if wanted and wanted in {compact(n) for n in (i["name"], *(i.get("aliases") or ()))}]
+    return same[0] if len(same) == 1 else None
 
 
 def _bearer_matches(request: Request, secret: str) -> bool:

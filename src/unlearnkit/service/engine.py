@@ -18,6 +18,9 @@
   generated (``Started``, then ``Delta`` and ``Done`` per answer), each through its own
   ``Holdback`` (the output filter for text that grows, ``holdback.py``); the generate call
   of its group is then ``stream_generate``, so streamed and plain requests still share a batch.
+* Background work (``Job.background``: the verification of a new target, ``verification.py``) waits in its
+  own line and is served only when no client request waits: at most ``max_prompts_per_turn`` of its
+  prompts per batch, never in a client's batch, never counted as client requests nor written as guard events.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class Job:
     references: list = field(default_factory=list)  # the reference detector's findings (target, facet, score)
     refused: bool = False
     holdbacks: dict = field(default_factory=dict)  # prompt index -> its Holdback while it is generated
+    background: bool = False  # low priority: served only while no client request waits (see the module doc)
+    version: int | None = None  # the registry version its first turn ran under
 
     def __post_init__(self):
         if self.audit_prompt is None:
@@ -143,11 +148,13 @@ class Engine:
         self._startup_error: BaseException | None = None
         self._recent: collections.deque[int] = collections.deque(maxlen=8)  # recent batch sizes
         self._carry: collections.deque[Job] = collections.deque()  # requests with prompts left for later turns
+        self._background: collections.deque[Job] = collections.deque()  # low-priority work (``Job.background``)
         self._holdback_index: tuple[Any, HoldbackIndex] | None = None
         self.context_limit = settings.max_context_tokens or self._model_context()
         self.stats: dict[str, Any] = {"requests": 0, "batches": 0, "generate_calls": 0, "prompts": 0,
                                       "refused_prompt": 0, "filtered_output": 0, "errors": 0, "syncs": 0,
-                                      "abandoned": 0, "turns_deferred": 0, "streamed": 0, "batch_sizes": {}}
+                                      "abandoned": 0, "turns_deferred": 0, "streamed": 0, "batch_sizes": {},
+                                      "background_batches": 0, "background_prompts": 0}
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> None:
@@ -171,9 +178,9 @@ class Engine:
         self._thread.join(timeout)
         self._thread = None
         # Anything still queued gets an answer rather than hanging.
-        while self._carry:
-            _fail(self._carry.popleft(), APIError(503, "the server is shutting down; retry", type="server_error",
-                                                  code="shutting_down"))
+        while self._carry or self._background:
+            _fail((self._carry or self._background).popleft(), APIError(
+                503, "the server is shutting down; retry", type="server_error", code="shutting_down"))
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -203,6 +210,9 @@ class Engine:
         if not self.alive:
             raise APIError(503, "the model worker is not running; retry shortly", type="server_error",
                            code="not_ready")
+        if job.background:  # its own line (bounded by its one submitter), read when no client waits
+            self._background.append(job)
+            return job.future
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -225,9 +235,12 @@ class Engine:
                 first = self._carry.popleft()
             else:
                 try:
-                    first = self._queue.get(timeout=0.25)
+                    first = self._queue.get(timeout=0.0 if self._background else 0.25)
                 except queue.Empty:
-                    self._idle_sync()
+                    if self._background:  # no client waits: one turn of background work
+                        self._run_background()
+                    else:
+                        self._idle_sync()
                     continue
             if first is _STOP:
                 break
@@ -270,6 +283,28 @@ class Engine:
             if stop_after:
                 break
 
+    def _run_background(self) -> None:
+        """One batch of background work: at most ``max_prompts_per_turn`` prompts, so a client request that
+        arrives meanwhile waits for one short batch at most."""
+        batch, prompts = [], 0
+        while self._background and (not batch or prompts + _left(self._background[0])
+                                    <= self.settings.max_prompts_per_turn):
+            job = self._background.popleft()
+            batch.append(job)
+            prompts += _left(job)
+        batch = self._live(batch)
+        if not batch:
+            return
+        try:
+            self._run_batch(batch)
+        except RegistryUnavailable:
+            for job in batch:
+                _fail(job, registry_unavailable())
+        except BaseException:
+            log.exception("background batch failed")
+            for job in batch:
+                _fail(job, _internal_error())
+
     def _live(self, jobs: list[Job]) -> list[Job]:
         """Drop the requests nobody waits for any more (client gone, deadline passed, future cancelled)."""
         now = time.perf_counter()
@@ -308,15 +343,20 @@ class Engine:
         version = self.stack.version
         matcher = self.stack.matcher
         model = self.stack.model()
-        self.stats["batches"] += 1
-        self.stats["requests"] += sum(1 for j in jobs if j.prompt_tokens is None)  # first turns only
-        sizes = self.stats["batch_sizes"]
-        sizes[str(len(jobs))] = sizes.get(str(len(jobs)), 0) + 1
+        if all(j.background for j in jobs):
+            self.stats["background_batches"] += 1
+            self.stats["background_prompts"] += sum(min(_left(j), self.settings.max_prompts_per_turn) for j in jobs)
+        else:
+            self.stats["batches"] += 1
+            self.stats["requests"] += sum(1 for j in jobs if j.prompt_tokens is None)  # first turns only
+            sizes = self.stats["batch_sizes"]
+            sizes[str(len(jobs))] = sizes.get(str(len(jobs)), 0) + 1
         events: list[GuardEvent] = []
         pending: dict[tuple, list[tuple[Job, int]]] = {}
         turn = self.settings.max_prompts_per_turn
         for job in jobs:
             if job.prompt_tokens is None:  # first turn: the whole request is checked at once
+                job.version = version
                 try:
                     job.prompt_tokens = [self._checked_prompt_tokens(job, p) for p in job.prompts]
                 except APIError as exc:
@@ -363,14 +403,17 @@ class Engine:
                     self._live([job])
                 else:
                     self.stats["turns_deferred"] += 1
-                    self._carry.append(job)
+                    (self._background if job.background else self._carry).append(job)
                 continue
             answers = job.answers
             if job.expired() or any(a is None for a in answers):  # abandoned meanwhile: its answers may be cut
                 self._live([job])
                 continue
-            detail = {"route": job.route, "guard": self.stack.kind}
             leaked = sorted({n for a in answers for n in a.leaked})
+            if job.background:  # its submitter records what it found (one event, not one per probe)
+                _resolve(job, answers)
+                continue
+            detail = {"route": job.route, "guard": self.stack.kind}
             if job.refused:
                 self.stats["refused_prompt"] += 1
                 if job.references:
@@ -499,6 +542,11 @@ class Engine:
         if upstream.tokens_are_estimated:
             return self._count(_prompt_text(prompt))
         return upstream.prompt_tokens(prompt, chat)
+
+
+def _left(job: Job) -> int:
+    """Prompts of ``job`` not yet answered."""
+    return len(job.prompts) - job.next_prompt
 
 
 def _prompt_text(prompt: Prompt) -> str:

@@ -78,6 +78,11 @@ class ServeSettings:
     prompt_filter: bool = True  # refuse without generating when a prompt names a target
     output_filter: bool = True  # refuse when an answer names a target or quotes a fact
     refusal: str = DEFAULT_REFUSAL
+    # verification of each forget request (service/verification.py): a registered target is probed in the
+    # background (low priority) with up to verify_probes questions of at most verify_max_tokens new tokens each
+    verify_targets: bool = True
+    verify_probes: int = 12
+    verify_max_tokens: int = 48
     log_level: str = "info"
 
     def __post_init__(self):
@@ -106,7 +111,7 @@ class ServeSettings:
                               "to change the target registry")
         for name in ("max_request_bytes", "max_admin_request_bytes", "max_tokens_limit", "default_max_tokens",
                      "max_n", "max_batch_size", "max_queue", "max_targets_per_request", "max_prompts_per_turn",
-                     "max_request_tokens"):
+                     "max_request_tokens", "verify_probes", "verify_max_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"serve setting '{name}' must be at least 1")
         if not float(self.request_timeout_s) > 0:
