@@ -280,7 +280,7 @@ def test_serve_with_an_unreachable_url_fails_before_loading_anything(monkeypatch
         raise AssertionError("the model was loaded before the registry was checked")
 
     monkeypatch.setattr("unlearnkit.models.loading.load_model", no_model)
-    monkeypatch.setenv(ADMIN_TOKEN_ENV, "t" * 32)
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "token-0123456789abcdef")
     port = free_port()
     result = CliRunner().invoke(cli.app, ["serve", "--model", "tiny", "--guard", "none",
                                           "--db", f"postgresql://gw:hunter22@127.0.0.1:{port}/reg"])

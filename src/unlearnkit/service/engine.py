@@ -395,6 +395,7 @@ class Engine:
                     continue
                 job.answers[i] = self._finish(job, i, text, job.prompt_tokens[i])
 
+        answered: list[tuple[Job, list]] = []
         for job in jobs:
             if id(job) in failed or job.future.done() or job.prompt_tokens is None:
                 continue
@@ -427,12 +428,14 @@ class Engine:
             elif job.mentions:
                 events.append(GuardEvent("guard.applied", job.request_id, prompt_hash(job.audit_prompt),
                                          tuple(sorted(job.mentions)), version, detail))
-            _resolve(job, answers)
-        if events:
+            answered.append((job, answers))
+        if events:  # written before the answers go out: a client that reads the audit next finds its request
             try:
                 self.registry.record_events(events)
             except Exception:  # the answer is already computed; an audit failure must be visible
                 log.exception("could not write %d guard events to the audit log", len(events))
+        for job, answers in answered:
+            _resolve(job, answers)
 
     def _checked_prompt_tokens(self, job: Job, prompt: Prompt) -> int:
         """The client's own prompt tokens (what usage reports); the context check also counts what the guard
