@@ -227,7 +227,12 @@ def test_setting_option_adds_one_candidate_with_options_over_the_sweeps_own():
     out = add_settings(["blur:lr=1e-4,gamma=0.1", "rmu:lr=5e-4,epochs=2"], SWEEP)
     assert out["blur"][:-1] == SWEEP["blur"] and out["blur"][-1] == {"lr": 1e-4, "options": {"gamma": "0.1"}}
     assert out["rmu"][-1] == {"lr": 5e-4, "epochs": 2.0, "options": dict(SWEEP["rmu"][0]["options"])}
-    assert SWEEP["blur"] == out["blur"][:-1] and len(SWEEP["blur"]) == 2  # the module's sweep is not changed
+    assert len(out["blur"]) == len(SWEEP["blur"]) + 1  # the module's sweep is not changed
+    # what one candidate varies (BLUR's γ) is not carried into a new setting; what all share (RMU's) is
+    assert add_settings(["blur:lr=2e-5"], SWEEP)["blur"][-1] == {"lr": 2e-5}
+    from unlearnkit.cli import parse_lr_sweep
+
+    assert parse_lr_sweep(["blur=2e-5"], SWEEP)["blur"] == ({"lr": 2e-5},)
     check_config(TofuBenchConfig(setup=TofuSetup(data="x"), methods=("blur",), sweep=out))
     with pytest.raises(ConfigError, match="unknown option|gammma"):  # a typo fails before anything trains
         check_config(TofuBenchConfig(setup=TofuSetup(data="x"), methods=("blur",),

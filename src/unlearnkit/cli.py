@@ -145,9 +145,19 @@ def parse_lr_sweep(items: list[str], sweep: dict) -> dict:
             lrs = []
         if not sep or not lrs or any(v <= 0 for v in lrs):
             raise ConfigError(f"--lr expects METHOD=LR1,LR2 with positive numbers, got '{item}'")
-        options = next((c.get("options") for c in sweep.get(name.strip(), ()) if c.get("options")), None)
+        options = common_options(sweep.get(name.strip(), ()))
         out[name.strip()] = tuple({"lr": v, **({"options": options} if options else {})} for v in lrs)
     return out
+
+
+def common_options(candidates) -> dict:
+    """The options every candidate of a method's sweep sets alike (RMU's adaptive scale, GRIN's embeddings rule);
+    what only one candidate varies (a BLUR γ) is not carried over to new settings."""
+    shared: dict | None = None
+    for cand in candidates:
+        opts = dict(cand.get("options") or {})
+        shared = opts if shared is None else {k: v for k, v in shared.items() if opts.get(k) == v}
+    return shared or {}
 
 
 def add_settings(items: list[str], sweep: dict) -> dict:
@@ -162,7 +172,7 @@ def add_settings(items: list[str], sweep: dict) -> dict:
         pairs = [p.partition("=") for p in body.split(",") if p.strip()]
         if not sep or not name or not pairs or any(not eq or not k.strip() or not v.strip() for k, eq, v in pairs):
             raise ConfigError(f"--setting expects METHOD:key=value,... (e.g. blur:lr=1e-4,gamma=0.1), got '{item}'")
-        base = next((c.get("options") for c in out.get(name, ()) if c.get("options")), None) or {}
+        base = common_options(out.get(name, ()))
         cand: dict = {"options": dict(base)}
         for key, _, value in pairs:
             key, value = key.strip(), value.strip()

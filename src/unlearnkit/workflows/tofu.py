@@ -37,23 +37,27 @@ from unlearnkit.workflows.unlearn import RUN_FILE, unlearn
 
 METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "blur", "grin", "prompting", "eco", "alu")
 # The sweep starts from the published settings (docs/methods.md: lr 1e-5 for the full-weight methods on Llama) and
-# adds one larger step, which a 135M model and a 40-example forget set need. RMU trains three down-projections
-# and GRIN 1 % of the weights: they need larger steps for the same effect. The inference-time methods have one
-# setting each (their own calibration: ECO's σ search, ALU's critic threshold).
+# adds larger steps, which a 135M model and a 40-example forget set need. RMU trains three down-projections
+# and GRIN 1 % of the weights: they need larger steps for the same effect. The inference-time methods calibrate
+# themselves (ECO's σ search, ALU's critic threshold); ECO also tries which tokens it corrupts.
 # RMU with a fixed c = 6.5 barely moves SmolLM2, whose middle-layer activations are far larger than 6.5:
 # Adaptive RMU scales c to each example's activation norm (β = 5), on the answer tokens only.
 RMU_OPTIONS = {"adaptive_scale": "5", "forget_positions": "answer"}
 SWEEP: dict[str, tuple[dict, ...]] = {
     "grad_ascent": ({"lr": 1e-5}, {"lr": 3e-5}),
     "grad_diff": ({"lr": 1e-5}, {"lr": 3e-5}),
-    "npo": ({"lr": 1e-5}, {"lr": 3e-5}),
+    "npo": ({"lr": 1e-5}, {"lr": 3e-5}, {"lr": 5e-5}),
     "simnpo": ({"lr": 1e-5}, {"lr": 3e-5}),
-    "blur": ({"lr": 1e-5}, {"lr": 3e-5}),
+    # BLUR equals NPO when the two gradients barely conflict (measured cos(g_r, g_f) within ±0.13 and
+    # ‖g_f‖ ≈ 30·‖g_r‖ at these rates); a smaller γ gives the retain gradient a real share of the step.
+    "blur": ({"lr": 1e-5}, {"lr": 3e-5}, {"lr": 5e-5}, {"lr": 5e-5, "options": {"gamma": "0.1"}}),
     "rmu": ({"lr": 2e-4, "options": RMU_OPTIONS}, {"lr": 1e-3, "options": RMU_OPTIONS}),
     "grin": ({"lr": 3e-4, "options": {"skip_embeddings": "true"}},
              {"lr": 1e-3, "options": {"skip_embeddings": "true"}}),
     "prompting": ({},),
-    "eco": ({},),
+    # ECO corrupts the names in a flagged prompt (the paper's entity setting) or every prompt token but the last:
+    # TOFU questions that describe their author without the name keep their meaning under the first.
+    "eco": ({}, {"options": {"token_selection": "all"}}),
     "alu": ({},),
 }
 UNLEARN = TrainConfig(lr=1e-5, epochs=3, batch_size=4, warmup_ratio=0.0, weight_decay=0.01)
