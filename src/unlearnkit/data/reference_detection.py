@@ -161,6 +161,7 @@ class ReferenceDetector:
         self._statement_facet: list[Facet] = []
         self._phrases: dict[tuple[str, ...], list[tuple[int, Facet]]] = {}
         self._dates: dict[str, list[tuple[int, Facet]]] = {}
+        self._owners_cache: dict[Facet, int] = {}
         self._max_len = 0
         self._signature: dict[str, tuple] = {}
         self.calibration: dict = {"status": "not calibrated: only names are caught"}
@@ -228,6 +229,7 @@ class ReferenceDetector:
                             and (i, f) not in phrases.get(key, []):
                         phrases.setdefault(key, []).append((i, f))
         self._phrases, self._dates = phrases, dates
+        self._owners_cache = {}  # facet → targets sharing it, for this index
         self._max_len = max((len(k) for k in phrases), default=0)
         return self
 
@@ -348,9 +350,12 @@ class ReferenceDetector:
         return sorted((self._detection(int(i), total, sem, sims, hits) for i in keep), key=lambda d: -d.score)
 
     def _owners(self, facet: Facet) -> int:
-        if facet.kind == "date":
-            return len(self._dates.get(facet.text, ()))
-        return len(self._phrases.get(_phrase(facet.text), ()))
+        """How many targets share this facet (computed once per facet: the index does not change)."""
+        cache = self._owners_cache
+        if facet not in cache:
+            cache[facet] = (len(self._dates.get(facet.text, ())) if facet.kind == "date"
+                            else len(self._phrases.get(_phrase(facet.text), ())))
+        return cache[facet]
 
     def score(self, text: str) -> float:
         """The question's highest score over all targets (-inf when it touches none)."""
