@@ -69,12 +69,19 @@ def test_dates_in_several_formats_read_the_same():
     assert date_spellings(want)[0] == "8 September 1956"
 
 
-def test_a_name_only_target_warns_and_still_has_its_name(caplog):
+def test_a_name_only_target_warns_once_and_still_has_its_name(caplog):
+    import unlearnkit.data.target_profile as tp
+
+    tp._WARNED.discard(tp.local_profile(Target("Nobody Particular")).warnings[0])
     with caplog.at_level(logging.WARNING):
         p = build_profile(Target("Nobody Particular", aliases=("N. P.",)))
     assert not p.indirect and p.warnings and "name only" in p.warnings[0]
     assert "name only" in caplog.text
     assert [f.text for f in p.facets if f.kind in ("name", "alias")] == ["Nobody Particular", "N. P."]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # rebuilt on the next change of the target list: said once
+        build_profile(Target("Nobody Particular", aliases=("N. P.",)))
+    assert "name only" not in caplog.text
 
 
 def test_endpoint_down_keeps_the_local_profile(caplog):

@@ -406,11 +406,16 @@ def expand_profile(profile: TargetProfile, model) -> TargetProfile:
                          profile.anchors, {"status": "ok", "model": spec, "lines": len(lines)})
 
 
+_WARNED: set[str] = set()
+
+
 def build_profile(target: Target, profile_model=None) -> TargetProfile:
     """The target's profile: read from the target, then (optionally) expanded by ``profile_model``."""
     profile = local_profile(target)
-    for w in profile.warnings:
-        log.warning(w)
+    for w in profile.warnings:  # once per process: the profiles are rebuilt on every change of the target list
+        if w not in _WARNED:
+            _WARNED.add(w)
+            log.warning(w)
     if profile_model:
         profile = expand_profile(profile, profile_model)
     return profile
