@@ -28,7 +28,8 @@ def server(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--guard", "magic"], ["unknown guard 'magic'", "choose eco, alu, prompt or none"]),
+    (["--guard", "magic"], ["unknown guard 'magic'", "choose alu, eco, prompt or none"]),
+    (["--guard", "npo"], ["method 'npo' changes weights", "serve the model it produced with --guard none"]),
     (["--opt", "nosuch=1"], ["method 'prompting' has no option 'nosuch'", "options: instruction"]),
     (["--opt", "instruction=Never reveal anything about {name}."], ["unknown placeholder(s) name",
                                                                      "only {targets} is replaced"]),

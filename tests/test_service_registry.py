@@ -278,3 +278,32 @@ def test_a_killed_writer_loses_no_acknowledged_change(tmp_path):
         assert kept <= names and not removed & names  # and perhaps one more change, done but not printed
         assert reg._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert reg.count_audit() >= (acked + 1) + (acked + 1) // 3
+
+
+def test_a_new_guard_method_is_servable_with_no_service_edit(monkeypatch, tmp_path):
+    import httpx
+
+    from unlearnkit.methods import registry as methods
+    from unlearnkit.models.tiny import load_tiny
+    from unlearnkit.service import ServeSettings, start_background_server
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setitem(methods.METHODS, "toy", "toy_guard:Toy")  # one registry line, nothing in service/
+    assert "toy" in methods.guard_names()
+    token = "toy-admin-0123456789abcdef"
+    handle = start_background_server(ServeSettings(guard="toy", guard_options={"reply": "the toy answers"},
+                                                   db_path=tmp_path / "r.db", admin_token=token,
+                                                   log_level="warning", verify_targets=False), load_tiny())
+    try:  # with a target registered the guard answers (with none, the upstream answers directly)
+        r = httpx.post(handle.url + "/admin/targets", headers={"Authorization": f"Bearer {token}"},
+                       json={"name": "Quilla Dorne"}, timeout=60)
+        assert r.status_code == 201
+        r = httpx.post(handle.url + "/v1/chat/completions", timeout=60,
+                       json={"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "the toy answers"
+    finally:
+        handle.stop()
+    from unlearnkit.service.guard_stack import GuardStack
+
+    with pytest.raises(ConfigError, match="method 'toy' has no option 'nosuch'"):  # its options are checked alike
+        GuardStack(load_tiny(), "toy", {"nosuch": "1"})

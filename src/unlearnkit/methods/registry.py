@@ -35,5 +35,19 @@ def get_method_class(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
+def guard_names() -> list[str]:
+    """The inference-time methods (``family == "guard"``): what the gateway can serve, with no edit in
+    ``service/``. Each method's module is imported to ask it."""
+    out = []
+    for name in method_names():
+        try:
+            cls = get_method_class(name)
+        except ImportError:  # an optional dependency is missing: that guard is not available here
+            continue
+        if getattr(cls, "family", "") == "guard" and hasattr(cls, "guard_class"):
+            out.append(name)
+    return out
+
+
 def build_method(name: str, options: dict[str, str] | None = None):
     return get_method_class(name).from_strings(options or {})

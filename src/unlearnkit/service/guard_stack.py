@@ -31,7 +31,7 @@ from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
 from unlearnkit.models.base import LanguageModel
 
-GUARD_METHODS = {"prompting": "prompting", "eco": "eco", "alu": "alu"}
+BUILTIN_GUARDS = ("prompting", "eco", "alu")  # named in the error when one is missing from this installation
 STACK_OPTIONS = ("references", "reference_budget", "profile_model")
 """Options of the prompt filter itself, taken out before the guard sees its options."""
 log = logging.getLogger(__name__)
@@ -90,21 +90,25 @@ def _reference_detector(options: dict[str, str]):
 
 
 def resolve_guard_class(kind: str):
-    """The registry's method class for ``kind`` (eco | alu | prompting), with a clear error."""
-    name = GUARD_METHODS.get(kind)
-    if name is None:
-        raise ConfigError(f"unknown guard '{kind}': choose eco, alu, prompt or none")
-    from unlearnkit.methods.registry import get_method_class
+    """The registry's method class for ``kind``: any method whose family is "guard" is servable."""
+    from unlearnkit.methods.registry import get_method_class, guard_names
+
+    def choices() -> str:
+        return ", ".join(sorted("prompt" if n == "prompting" else n for n in guard_names())) + " or none"
 
     try:
-        cls = get_method_class(name)
+        cls = get_method_class(kind)
     except ConfigError:
-        raise ConfigError(f"the '{kind}' guard is not available in this installation of unlearnkit "
-                          f"(no method '{name}' in the method registry): use --guard prompt or --guard none") from None
+        if kind in BUILTIN_GUARDS:
+            raise ConfigError(f"the '{kind}' guard is not available in this installation of unlearnkit "
+                              f"(no method '{kind}' in the method registry): use --guard prompt or --guard none"
+                              ) from None
+        raise ConfigError(f"unknown guard '{kind}': choose {choices()}") from None
     except ImportError as exc:
         raise ConfigError(f"the '{kind}' guard could not be loaded ({exc}): use --guard prompt or --guard none") from exc
     if getattr(cls, "family", "") != "guard" or not hasattr(cls, "guard_class"):
-        raise ConfigError(f"method '{name}' is not an inference-time guard; the gateway needs eco, alu or prompt")
+        raise ConfigError(f"method '{kind}' changes weights, it is not an inference-time guard: serve the model it "
+                          f"produced with --guard none, or choose {choices()}")
     return cls
 
 

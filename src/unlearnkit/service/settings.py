@@ -22,15 +22,8 @@ DEFAULT_DB = "unlearnkit-registry.db"
 MIN_TOKEN_LENGTH = 16
 MIN_DISTINCT_CHARS = 8  # "aaaaaaaaaaaaaaaa" is long enough and guessable
 
-GUARD_ALIASES = {
-    "prompt": "prompting",
-    "prompting": "prompting",
-    "eco": "eco",
-    "alu": "alu",
-    "none": "none",
-    "off": "none",
-    "bare": "none",
-}
+GUARD_ALIASES = {"prompt": "prompting", "off": "none", "bare": "none"}
+"""Short names; every other guard is a method of the registry whose family is "guard" (``--guard NAME``)."""
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -87,10 +80,12 @@ class ServeSettings:
 
     def __post_init__(self):
         self.db_path = normalize_db(self.db_path)
-        key = str(self.guard).lower().strip()
-        if key not in GUARD_ALIASES:
-            raise ConfigError(f"unknown guard '{self.guard}': choose eco, alu, prompt or none")
-        self.guard = GUARD_ALIASES[key]
+        key = str(self.guard).lower().strip().replace("-", "_")
+        self.guard = GUARD_ALIASES.get(key, key)
+        if self.guard != "none":
+            from unlearnkit.service.guard_stack import resolve_guard_class
+
+            resolve_guard_class(self.guard)  # any guard method of the registry; else a clear error now
         for name in ("admin_token", "api_key"):
             value = getattr(self, name)
             if value is not None:
