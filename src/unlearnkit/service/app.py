@@ -492,6 +492,18 @@ def _upstream_health(model):
     return cached
 
 
+async def _check_still_wanted(engine: Engine, job: Job, request: Request | None) -> None:
+    """Abandon ``job`` (the worker drops what is left of it) when its client has left (408) or its deadline has
+    passed (504)."""
+    if request is not None and await request.is_disconnected():
+        job.abandon()
+        raise APIError(408, "the client closed the connection", type="invalid_request_error", code="client_closed")
+    if job.deadline is not None and time.perf_counter() > job.deadline:
+        job.abandon()
+        raise APIError(504, f"the request was not answered within {engine.settings.request_timeout_s:g} s; "
+                       "retry, or ask for fewer tokens", type="server_error", code="timeout")
+
+
 async def _answer(engine: Engine, job: Job, request: Request | None = None) -> list[Answer]:
     """Wait for the worker's answer; a client that leaves, or a deadline that passes, abandons the job
     (the worker drops what is left of it) instead of letting it run on for nobody."""
@@ -502,14 +514,7 @@ async def _answer(engine: Engine, job: Job, request: Request | None = None) -> l
             done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
             if done:
                 return waiting.result()
-            if request is not None and await request.is_disconnected():
-                job.abandon()
-                raise APIError(408, "the client closed the connection", type="invalid_request_error",
-                               code="client_closed")
-            if job.deadline is not None and time.perf_counter() > job.deadline:
-                job.abandon()
-                raise APIError(504, f"the request was not answered within {engine.settings.request_timeout_s:g} s; "
-                               "retry, or ask for fewer tokens", type="server_error", code="timeout")
+            await _check_still_wanted(engine, job, request)
     except asyncio.CancelledError:  # the server cancelled the handler: the worker skips or discards it
         job.abandon()
         future.cancel()
@@ -605,14 +610,7 @@ async def _next_event(events: asyncio.Queue, job: Job, request: Request, engine:
             return await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
         except asyncio.TimeoutError:
             pass
-        if await request.is_disconnected():
-            job.abandon()
-            raise APIError(408, "the client closed the connection", type="invalid_request_error",
-                           code="client_closed")
-        if job.deadline is not None and time.perf_counter() > job.deadline:
-            job.abandon()
-            raise APIError(504, f"the request was not answered within {engine.settings.request_timeout_s:g} s; "
-                           "retry, or ask for fewer tokens", type="server_error", code="timeout")
+        await _check_still_wanted(engine, job, request)
 
 
 class _ChatChunks:
