@@ -87,7 +87,7 @@ def test_audit_is_append_only_and_stores_hashes(registry, tmp_path):
 
 
 def test_a_failed_change_leaves_nothing_behind(registry, monkeypatch):
-    from unlearnkit.service import registry as module
+    from unlearnkit.service import registry_sql as module
 
     registry.add(["Kept One"], "admin")
     real = module._audit

@@ -155,7 +155,7 @@ def test_audit_pagination_and_filters(registry):
 
 
 def test_a_failed_change_leaves_nothing_behind(registry, monkeypatch):
-    from unlearnkit.service import registry_postgres as module
+    from unlearnkit.service import registry_sql as module
 
     registry.add(["Kept One"], "admin")
     real, calls = module._audit, []

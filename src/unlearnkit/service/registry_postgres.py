@@ -25,23 +25,14 @@ Same interface and the same tables as the SQLite registry (``registry.py``):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
 
-from unlearnkit.data.targets import Target, as_target
 from unlearnkit.errors import ConfigError
-from unlearnkit.service.registry_base import (
-    CHANGE_ACTIONS,
-    GuardEvent,
-    RegistryUnavailable,
-    Snapshot,
-    mask_url,
-)
+from unlearnkit.service.registry_base import RegistryUnavailable, mask_url
+from unlearnkit.service.registry_sql import READ_VERSION, SqlRegistry, read_version
 
 log = logging.getLogger("unlearnkit.service")
 
@@ -104,10 +95,13 @@ def _first_line(exc: BaseException, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-class PostgresTargetRegistry:
+class PostgresTargetRegistry(SqlRegistry):
     """Thread-safe: one connection for reads and writes (under a lock) and one listening
     connection in a daemon thread. Raises ``ConfigError`` naming the URL (password
-    masked) when the server cannot be reached at start."""
+    masked) when the server cannot be reached at start. The reads and changes themselves
+    are ``SqlRegistry``'s (``registry_sql.py``)."""
+
+    MARK = "%s"
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, heartbeat_s: float = 0.2,
                  max_staleness_s: float = 1.0, listen: bool = True):
@@ -137,7 +131,7 @@ class PostgresTargetRegistry:
             with self._conn.transaction():
                 self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 self._conn.execute(SCHEMA)
-            self._see(self._read_version(self._conn))
+            self._saw(read_version(self._conn))
         except self._pg.Error as exc:
             self.close()
             raise ConfigError(
@@ -231,12 +225,19 @@ class PostgresTargetRegistry:
                     raise self._unavailable(exc) from None
                 raise
 
-    @staticmethod
-    def _read_version(conn) -> int:
-        return int(conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()["value"])
+    @contextmanager
+    def _consistent_read(self, conn):
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield conn
+
+    def _store_version(self, conn, version: int) -> None:
+        """Store the new version and announce it (NOTIFY is delivered when the transaction commits)."""
+        super()._store_version(conn, version)
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(version)))
 
     # -- the listener --------------------------------------------------------------------
-    def _see(self, version: int) -> None:
+    def _saw(self, version: int) -> None:
         with self._state:
             self._version = max(self._version, int(version))
 
@@ -256,7 +257,7 @@ class PostgresTargetRegistry:
                                         application_name="unlearnkit-gateway-listen", keepalives=1,
                                         keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
                 conn.execute(f"LISTEN {CHANNEL}")
-                self._heard(int(conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0]))
+                self._heard(int(conn.execute(READ_VERSION).fetchone()[0]))
                 self._listening.set()
                 backoff = 0.1
                 beat = time.monotonic()
@@ -265,7 +266,7 @@ class PostgresTargetRegistry:
                     for note in conn.notifies(timeout=min(self.heartbeat_s, LISTEN_SLICE_S)):
                         self._heard(int(note.payload) if note.payload.isdigit() else None)
                     if time.monotonic() - beat >= self.heartbeat_s:
-                        self._heard(int(conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0]))
+                        self._heard(int(conn.execute(READ_VERSION).fetchone()[0]))
                         beat = time.monotonic()
             except Exception as exc:
                 if self._closing.is_set():
@@ -311,8 +312,8 @@ class PostgresTargetRegistry:
         with self._state:
             if time.monotonic() - self._heard_at <= self.max_staleness_s:
                 return self._version
-        version = self._read(self._read_version)
-        self._see(version)
+        version = self._read(read_version)
+        self._saw(version)
         with self._state:
             return max(version, self._version)
 
@@ -321,152 +322,3 @@ class PostgresTargetRegistry:
         """Whether the listener is connected (changes arrive by notification)."""
         with self._state:
             return self._listen_error is None and self._listener is not None
-
-    def _snapshot_rows(self, conn, columns: str):
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            version = self._read_version(conn)
-            rows = conn.execute(f"SELECT {columns} FROM targets ORDER BY created_at, name").fetchall()
-        return version, rows
-
-    def snapshot(self) -> Snapshot:
-        """The version and the full target list, read in one (repeatable-read) transaction."""
-        version, rows = self._read(lambda c: self._snapshot_rows(c, "data"))
-        self._see(version)
-        return Snapshot(version, tuple(Target.from_json(json.loads(r["data"])) for r in rows))
-
-    def list(self) -> tuple[int, list[dict[str, Any]]]:
-        version, rows = self._read(lambda c: self._snapshot_rows(c, "data, created_at, created_by, updated_at"))
-        out = []
-        for r in rows:
-            item = json.loads(r["data"])
-            item.update(created_at=r["created_at"], created_by=r["created_by"], updated_at=r["updated_at"])
-            out.append(item)
-        return version, out
-
-    def get(self, name: str) -> Target | None:
-        row = self._read(lambda c: c.execute("SELECT data FROM targets WHERE name=%s", (name,)).fetchone())
-        return Target.from_json(json.loads(row["data"])) if row else None
-
-    def audit(self, *, after: int = 0, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM audit WHERE id > %s"
-        args: list[Any] = [int(after)]
-        if action:
-            if action.endswith("*"):
-                sql += " AND action LIKE %s"
-                args.append(action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-            else:
-                sql += " AND action = %s"
-                args.append(action)
-        sql += " ORDER BY id LIMIT %s"
-        args.append(max(1, min(int(limit), 10_000)))
-        rows = self._read(lambda c: c.execute(sql, args).fetchall())
-        return [dict(r, detail=json.loads(r["detail"])) for r in rows]
-
-    def count_audit(self, actions: Sequence[str] = CHANGE_ACTIONS) -> int:
-        row = self._read(lambda c: c.execute("SELECT COUNT(*) AS n FROM audit WHERE action = ANY(%s)",
-                                             (list(actions),)).fetchone())
-        return int(row["n"])
-
-    # -- changes (one transaction each) --------------------------------------------------
-    def add(self, targets: Iterable[Target | Mapping[str, Any] | str], actor: str = "admin",
-            detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Add or replace targets by name, in one transaction; returns the new version
-        and which names were added, updated or unchanged."""
-        items = [as_target(t) for t in targets]
-        added, updated, unchanged = [], [], []
-        now = time.time()
-        with self._write() as conn:
-            version = self._read_version(conn) + 1
-            entries = []
-            for t in items:
-                data = json.dumps(t.to_json(), ensure_ascii=False, sort_keys=True)
-                row = conn.execute("SELECT data FROM targets WHERE name=%s", (t.name,)).fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO targets(name, data, created_at, created_by, updated_at) "
-                                 "VALUES (%s,%s,%s,%s,%s)", (t.name, data, now, actor, now))
-                    added.append(t.name)
-                    action = "target.add"
-                elif row["data"] != data:
-                    conn.execute("UPDATE targets SET data=%s, updated_at=%s WHERE name=%s", (data, now, t.name))
-                    updated.append(t.name)
-                    action = "target.update"
-                else:
-                    unchanged.append(t.name)
-                    continue
-                entries.append((action, t.name, dict(detail or {}, target=t.to_json())))
-            if entries:
-                for action, name, extra in entries:
-                    _audit(conn, now, actor, action, name, version, extra)
-                _commit_version(conn, version)
-            else:
-                version -= 1
-        if entries:
-            self._see(version)
-        return {"version": version, "added": added, "updated": updated, "unchanged": unchanged}
-
-    def remove(self, names: Iterable[str], actor: str = "admin",
-               detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Remove targets by name (or alias), in one transaction."""
-        names = list(names)
-        removed, missing = [], []
-        now = time.time()
-        with self._write() as conn:
-            version = self._read_version(conn) + 1
-            for name in names:
-                row = conn.execute("SELECT name, data FROM targets WHERE name=%s", (name,)).fetchone()
-                if row is None:
-                    row = _by_alias(conn, name)
-                if row is None:
-                    missing.append(name)
-                    continue
-                conn.execute("DELETE FROM targets WHERE name=%s", (row["name"],))
-                removed.append(row["name"])
-                _audit(conn, now, actor, "target.remove", row["name"], version,
-                       dict(detail or {}, target=json.loads(row["data"])))
-            if removed:
-                _commit_version(conn, version)
-            else:
-                version -= 1
-        if removed:
-            self._see(version)
-        return {"version": version, "removed": removed, "missing": missing}
-
-    def record_events(self, events: Sequence[GuardEvent], actor: str = "gateway") -> None:
-        """Append guard events (one transaction for the batch)."""
-        if not events:
-            return
-        now = time.time()
-        with self._write() as conn:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO audit(ts, actor, action, target, version, request_id, prompt_sha256, detail) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                    [(now, actor, e.action, ",".join(e.targets) or None, e.version, e.request_id, e.prompt_sha256,
-                      json.dumps(dict(e.detail or {}, targets=list(e.targets)), ensure_ascii=False, sort_keys=True))
-                     for e in events])
-
-    def record(self, action: str, actor: str, detail: Mapping[str, Any] | None = None) -> None:
-        """Append one free-form audit entry (e.g. server start)."""
-        with self._write() as conn:
-            _audit(conn, time.time(), actor, action, None, None, dict(detail or {}))
-
-
-def _commit_version(conn, version: int) -> None:
-    """Store the new version and announce it (NOTIFY is delivered when the transaction commits)."""
-    conn.execute("UPDATE meta SET value=%s WHERE key='version'", (str(version),))
-    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(version)))
-
-
-def _by_alias(conn, name: str):
-    for row in conn.execute("SELECT name, data FROM targets ORDER BY created_at, name"):
-        if name in json.loads(row["data"]).get("aliases", ()):
-            return row
-    return None
-
-
-def _audit(conn, ts, actor, action, target, version, detail) -> None:
-    conn.execute(
-        "INSERT INTO audit(ts, actor, action, target, version, detail) VALUES (%s,%s,%s,%s,%s,%s)",
-        (ts, actor, action, target, version, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
-    )
