@@ -99,3 +99,25 @@ def tiny_target(tiny_lm, simple_task, tmp_path_factory):
     cfg = TrainConfig(lr=1e-2, max_steps=80, batch_size=7, warmup_ratio=0.0)
     return Trainer(FineTune(), tiny_lm, simple_task.forget + simple_task.retain, None, cfg,
                    tmp_path_factory.mktemp("tiny_target")).run()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on loopback for the session (skips where its binaries are missing)."""
+    pytest.importorskip("psycopg")
+    from unlearnkit.service.temp_postgres import TempPostgres, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = TempPostgres().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """A fresh, empty database on the session's PostgreSQL server."""
+    import uuid
+
+    return postgres.create_database("t_" + uuid.uuid4().hex[:12])

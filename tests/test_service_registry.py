@@ -1,11 +1,11 @@
-"""The SQLite target registry, the matcher behind the deterministic filters, the
-guard stack's sync and the gateway settings (no server needed)."""
+"""What only the SQLite target registry does (WAL, surviving a killed writer), the matcher
+behind the deterministic filters, the guard stack's sync and the gateway settings (no
+server needed). What every registry does is tested against both backends in
+``test_service_registry_behaviour.py``."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
 from unlearnkit.service.guard_stack import GuardStack, TargetMatcher
-from unlearnkit.service.registry import GuardEvent, TargetRegistry, prompt_hash
+from unlearnkit.service.registry import TargetRegistry
 from unlearnkit.service.settings import ADMIN_TOKEN_ENV, API_KEY_ENV, ServeSettings
 
 
@@ -21,28 +21,6 @@ from unlearnkit.service.settings import ADMIN_TOKEN_ENV, API_KEY_ENV, ServeSetti
 def registry(tmp_path):
     with TargetRegistry(tmp_path / "r.db") as reg:
         yield reg
-
-
-def test_add_list_remove_with_versions(registry):
-    assert registry.version() == 0 and registry.snapshot().targets == ()
-    r = registry.add([Target("Ann Vel", aliases=("A. Vel",)), {"name": "Bo Tarn", "facts": ["Bo is 40."]}], "admin:x")
-    assert r == {"version": 1, "added": ["Ann Vel", "Bo Tarn"], "updated": [], "unchanged": []}
-    # a bare name replaces the target (its aliases go); the same again changes nothing, same version
-    assert registry.add(["Ann Vel"], "admin")["updated"] == ["Ann Vel"]
-    assert registry.version() == 2 and registry.get("Ann Vel").aliases == ()
-    assert registry.add(["Ann Vel"], "admin") == {"version": 2, "added": [], "updated": [], "unchanged": ["Ann Vel"]}
-    version, items = registry.list()
-    assert version == 2 and [t["name"] for t in items] == ["Ann Vel", "Bo Tarn"]
-    assert items[0]["created_by"] == "admin:x" and items[1]["facts"] == ["Bo is 40."]
-    assert registry.remove(["nobody"]) == {"version": 2, "removed": [], "missing": ["nobody"]}
-    assert registry.remove(["Bo Tarn"])["removed"] == ["Bo Tarn"]
-    snap = registry.snapshot()
-    assert snap.version == 3 and [t.name for t in snap.targets] == ["Ann Vel"]
-
-
-def test_remove_by_alias(registry):
-    registry.add([Target("Cyra Holm", aliases=("C. Holm",))])
-    assert registry.remove(["C. Holm"])["removed"] == ["Cyra Holm"]
 
 
 def test_each_change_is_committed_in_wal_mode(registry, tmp_path):
@@ -56,79 +34,6 @@ def test_each_change_is_committed_in_wal_mode(registry, tmp_path):
         assert other.execute("SELECT COUNT(*) FROM targets").fetchone() == (0,)
     finally:
         other.close()
-
-
-def test_reopen_keeps_targets_and_audit(tmp_path):
-    with TargetRegistry(tmp_path / "r.db") as reg:
-        reg.add([Target("Eli Marr", aliases=("E. M.",), description="d", facts=("f",))], "admin")
-    with TargetRegistry(tmp_path / "r.db") as reg:
-        (t,) = reg.snapshot().targets
-        assert (t.name, t.aliases, t.description, t.facts) == ("Eli Marr", ("E. M.",), "d", ("f",))
-        assert reg.version() == 1 and reg.count_audit() == 1
-
-
-def test_audit_is_append_only_and_stores_hashes(registry, tmp_path):
-    registry.add(["Fen Ro"], "admin")
-    prompt = [{"role": "user", "content": "secret question about Fen Ro"}]
-    registry.record_events([GuardEvent("guard.refused_prompt", "req-1", prompt_hash(prompt), ("Fen Ro",), 1)])
-    rows = registry.audit()
-    assert [r["action"] for r in rows] == ["target.add", "guard.refused_prompt"]
-    assert rows[1]["prompt_sha256"] == prompt_hash(prompt) and len(rows[1]["prompt_sha256"]) == 64
-    assert "secret question" not in json.dumps(rows)
-    conn = sqlite3.connect(tmp_path / "r.db")
-    try:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("UPDATE audit SET actor='mallory'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("DELETE FROM audit")
-    finally:
-        conn.close()
-    assert len(registry.audit()) == 2
-
-
-def test_a_failed_change_leaves_nothing_behind(registry, monkeypatch):
-    from unlearnkit.service import registry_sql as module
-
-    registry.add(["Kept One"], "admin")
-    real = module._audit
-    calls = []
-
-    def failing(conn, *args, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("disk on fire")
-        return real(conn, *args, **kw)
-
-    monkeypatch.setattr(module, "_audit", failing)
-    with pytest.raises(RuntimeError):
-        registry.add(["Gil Pratt", "Hal Ruck"], "admin")  # fails after Gil Pratt's rows were written
-    monkeypatch.setattr(module, "_audit", real)
-    assert registry.version() == 1 and [t.name for t in registry.snapshot().targets] == ["Kept One"]
-    assert [r["target"] for r in registry.audit()] == ["Kept One"]
-
-
-def test_snapshots_are_consistent_under_concurrent_writes(registry):
-    """Writer adds t1..tN one transaction each; every snapshot at version v holds exactly t1..tv."""
-    n = 60
-    stop = threading.Event()
-    bad: list = []
-
-    def reader():
-        while not stop.is_set():
-            snap = registry.snapshot()
-            if [t.name for t in snap.targets] != [f"t{i}" for i in range(1, snap.version + 1)]:
-                bad.append(snap)
-
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for i in range(1, n + 1):
-        registry.add([f"t{i}"], "writer")
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not bad
-    assert registry.version() == n and registry.count_audit() == n
 
 
 # -- the deterministic filters ---------------------------------------------------------------

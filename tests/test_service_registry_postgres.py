@@ -1,33 +1,23 @@
-"""The PostgreSQL target registry that gateway replicas share: the SQLite registry's
-behaviour, an audit log the database keeps append-only, changes seen by every replica
-within 1 s, a clear error for an unreachable URL, and a lost connection failing closed
-(503) until it is back.
+"""What only the PostgreSQL target registry that gateway replicas share does: changes seen
+by every replica within 1 s, a clear error for an unreachable URL, and a lost connection
+failing closed (503) until it is back. What every registry does (the SQLite one's
+behaviour, an audit log the database keeps append-only) is tested against both backends
+in ``test_service_registry_behaviour.py``.
 
 A real PostgreSQL server runs on loopback in a temporary directory for the session
-(``unlearnkit.service.temp_postgres``); the tests skip only where its binaries are missing.
+(the ``postgres`` fixture in ``conftest.py``); the tests skip only where its binaries are missing.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-import uuid
 
 import httpx
 import pytest
 
-from unlearnkit.data.targets import Target
 from unlearnkit.errors import ConfigError
-from unlearnkit.service.registry_base import (
-    GuardEvent,
-    RegistryUnavailable,
-    TargetStore,
-    mask_url,
-    open_registry,
-    prompt_hash,
-)
-from unlearnkit.service.temp_postgres import TempPostgres, free_port, missing_reason
+from unlearnkit.service.registry_base import RegistryUnavailable, TargetStore, mask_url, open_registry
+from unlearnkit.service.temp_postgres import free_port
 
 psycopg = pytest.importorskip("psycopg")
 from unlearnkit.service.registry_postgres import PostgresTargetRegistry  # noqa: E402
@@ -46,50 +36,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.01):
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    reason = missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = TempPostgres().start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def pg_url(postgres):
-    return postgres.create_database("t_" + uuid.uuid4().hex[:12])
-
-
-@pytest.fixture
-def registry(pg_url):
-    with PostgresTargetRegistry(pg_url) as reg:
-        yield reg
-
-
-# -- the same behaviour as the SQLite registry ---------------------------------------------------
-
-
-def test_add_list_remove_with_versions(registry):
-    assert registry.version() == 0 and registry.snapshot().targets == ()
-    r = registry.add([Target("Ann Vel", aliases=("A. Vel",)), {"name": "Bo Tarn", "facts": ["Bo is 40."]}], "admin:x")
-    assert r == {"version": 1, "added": ["Ann Vel", "Bo Tarn"], "updated": [], "unchanged": []}
-    assert registry.add(["Ann Vel"], "admin")["updated"] == ["Ann Vel"]  # a bare name replaces the target
-    assert registry.version() == 2 and registry.get("Ann Vel").aliases == ()
-    assert registry.add(["Ann Vel"], "admin") == {"version": 2, "added": [], "updated": [], "unchanged": ["Ann Vel"]}
-    version, items = registry.list()
-    assert version == 2 and [t["name"] for t in items] == ["Ann Vel", "Bo Tarn"]
-    assert items[0]["created_by"] == "admin:x" and items[1]["facts"] == ["Bo is 40."]
-    assert registry.remove(["nobody"]) == {"version": 2, "removed": [], "missing": ["nobody"]}
-    assert registry.remove(["Bo Tarn"])["removed"] == ["Bo Tarn"]
-    snap = registry.snapshot()
-    assert snap.version == 3 and [t.name for t in snap.targets] == ["Ann Vel"]
-    assert registry.get("Bo Tarn") is None and registry.count_audit() == 4
-
-
-def test_remove_by_alias(registry):
-    registry.add([Target("Cyra Holm", aliases=("C. Holm",))])
-    assert registry.remove(["C. Holm"])["removed"] == ["Cyra Holm"]
+# -- choosing the backend ------------------------------------------------------------------------
 
 
 def test_open_registry_chooses_the_backend(pg_url, tmp_path):
@@ -101,103 +48,6 @@ def test_open_registry_chooses_the_backend(pg_url, tmp_path):
         assert isinstance(reg, TargetRegistry) and isinstance(reg, TargetStore) and reg.path == tmp_path / "r.db"
     with pytest.raises(ConfigError, match="unknown scheme 'mysql://'"):
         open_registry("mysql://u:pw@host/db")
-
-
-def test_reopen_keeps_targets_and_audit(pg_url):
-    with PostgresTargetRegistry(pg_url) as reg:
-        reg.add([Target("Eli Marr", aliases=("E. M.",), description="d", facts=("f",))], "admin")
-    with PostgresTargetRegistry(pg_url) as reg:
-        (t,) = reg.snapshot().targets
-        assert (t.name, t.aliases, t.description, t.facts) == ("Eli Marr", ("E. M.",), "d", ("f",))
-        assert reg.version() == 1 and reg.count_audit() == 1
-
-
-def test_audit_is_append_only_in_the_database(registry, pg_url):
-    registry.add(["Fen Ro"], "admin")
-    prompt = [{"role": "user", "content": "secret question about Fen Ro"}]
-    registry.record_events([GuardEvent("guard.refused_prompt", "req-1", prompt_hash(prompt), ("Fen Ro",), 1)])
-    rows = registry.audit()
-    assert [r["action"] for r in rows] == ["target.add", "guard.refused_prompt"]
-    assert rows[1]["prompt_sha256"] == prompt_hash(prompt) and "secret question" not in json.dumps(rows)
-    # Another client with full rights on the tables still cannot rewrite history.
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        for sql in ("UPDATE audit SET actor='mallory'", "DELETE FROM audit", "TRUNCATE audit",
-                    "DELETE FROM audit WHERE id < 0"):  # refused even when no row matches
-            with pytest.raises(psycopg.Error, match="append-only"):
-                conn.execute(sql)
-        conn.execute("INSERT INTO audit(ts, actor, action) VALUES (0, 'x', 'note')")  # appending is allowed
-    assert len(registry.audit()) == 3
-
-
-def test_audit_pagination_and_filters(registry):
-    for i in range(7):
-        registry.add([f"p{i}"], "admin")
-    registry.record_events([GuardEvent("guard.applied", f"r{i}", "0" * 64, (f"p{i}",), i + 1) for i in range(5)])
-    registry.remove(["p0", "p1"], "admin")
-    everything = registry.audit(limit=1000)
-    assert len(everything) == 7 + 5 + 2
-    ids = [r["id"] for r in everything]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    pages, after = [], 0
-    while True:
-        page = registry.audit(after=after, limit=4)
-        if not page:
-            break
-        assert len(page) <= 4
-        pages.append(page)
-        after = page[-1]["id"]
-    assert [r["id"] for p in pages for r in p] == ids and len(pages) == 4
-    assert [r["action"] for r in registry.audit(action="target.remove")] == ["target.remove"] * 2
-    assert len(registry.audit(action="target.*", limit=1000)) == 9
-    assert len(registry.audit(action="guard.*", after=everything[8]["id"])) == 3
-    assert registry.audit(action="target%") == []  # a literal filter, not a pattern
-    assert registry.count_audit() == 9 and registry.count_audit(["guard.applied"]) == 5
-
-
-def test_a_failed_change_leaves_nothing_behind(registry, monkeypatch):
-    from unlearnkit.service import registry_sql as module
-
-    registry.add(["Kept One"], "admin")
-    real, calls = module._audit, []
-
-    def failing(conn, *args, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("disk on fire")
-        return real(conn, *args, **kw)
-
-    monkeypatch.setattr(module, "_audit", failing)
-    with pytest.raises(RuntimeError):
-        registry.add(["Gil Pratt", "Hal Ruck"], "admin")
-    monkeypatch.setattr(module, "_audit", real)
-    assert registry.version() == 1 and [t.name for t in registry.snapshot().targets] == ["Kept One"]
-    assert [r["target"] for r in registry.audit()] == ["Kept One"]
-    registry.add(["Next One"], "admin")  # the connection is usable after the rollback
-    assert registry.version() == 2
-
-
-def test_snapshots_are_consistent_across_replicas_under_concurrent_writes(pg_url):
-    """One replica adds t1..tN one transaction each; every snapshot another replica reads
-    at version v holds exactly t1..tv."""
-    n = 40
-    with PostgresTargetRegistry(pg_url) as writer, PostgresTargetRegistry(pg_url) as reader:
-        stop, bad, seen = threading.Event(), [], []
-
-        def read():
-            while not stop.is_set():
-                snap = reader.snapshot()
-                seen.append(snap.version)
-                if [t.name for t in snap.targets] != [f"t{i}" for i in range(1, snap.version + 1)]:
-                    bad.append(snap)
-
-        thread = threading.Thread(target=read)
-        thread.start()
-        for i in range(1, n + 1):
-            writer.add([f"t{i}"], "writer")
-        stop.set()
-        thread.join()
-        assert not bad and seen
-        assert reader.version() == n and reader.count_audit() == n
 
 
 # -- replicas ------------------------------------------------------------------------------------
