@@ -46,12 +46,14 @@ RMU_OPTIONS = {"adaptive_scale": "5", "forget_positions": "answer"}
 SWEEP: dict[str, tuple[dict, ...]] = {
     "grad_ascent": ({"lr": 1e-5}, {"lr": 3e-5}),
     "grad_diff": ({"lr": 1e-5}, {"lr": 3e-5}),
-    "npo": ({"lr": 1e-5}, {"lr": 3e-5}, {"lr": 5e-5}),
+    # NPO also at the retain weight BLUR's γ = 0.1 amounts to when the gradients barely conflict (α = 1/γ)
+    "npo": ({"lr": 1e-5}, {"lr": 3e-5}, {"lr": 5e-5}, {"lr": 5e-5, "options": {"alpha": "10"}}),
     "simnpo": ({"lr": 1e-5}, {"lr": 3e-5}),
     # BLUR equals NPO when the two gradients barely conflict (measured cos(g_r, g_f) within ±0.13 and
     # ‖g_f‖ ≈ 30·‖g_r‖ at these rates); a smaller γ gives the retain gradient a real share of the step.
     "blur": ({"lr": 1e-5}, {"lr": 3e-5}, {"lr": 5e-5}, {"lr": 5e-5, "options": {"gamma": "0.1"}}),
-    "rmu": ({"lr": 2e-4, "options": RMU_OPTIONS}, {"lr": 1e-3, "options": RMU_OPTIONS}),
+    "rmu": ({"lr": 2e-4, "options": RMU_OPTIONS}, {"lr": 1e-3, "options": RMU_OPTIONS},
+            {"lr": 5e-3, "options": RMU_OPTIONS}),
     "grin": ({"lr": 3e-4, "options": {"skip_embeddings": "true"}},
              {"lr": 1e-3, "options": {"skip_embeddings": "true"}}),
     "prompting": ({},),
