@@ -95,12 +95,10 @@ class Replica:
 
 
 def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+    """Linear interpolation between order statistics, as gateway_load.py reports it."""
+    import numpy as np
+
+    return float(np.percentile(values, 100 * q)) if values else float("nan")
 
 
 async def run_replicas(args, db: str) -> dict:
