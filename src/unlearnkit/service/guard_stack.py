@@ -52,6 +52,7 @@ class PromptMatcher:
         found = set(self.names.mentions(text))
         if self.references is not None and text:
             detections = self.references.detect_all(text)
+            self._last = (text, detections)  # explain() of the same prompt reuses them (one worker thread)
             for d in detections:
                 if d.target not in found:
                     log.info("prompt refers to target %r without naming it (%s: %r, score %.3f)", d.target,
@@ -60,7 +61,12 @@ class PromptMatcher:
         return sorted(found)
 
     def explain(self, text: str) -> list[dict]:
-        return [d.to_json() for d in self.references.detect_all(text)] if self.references is not None else []
+        """The detector's findings for ``text`` (those ``mentions`` just computed, when it was the same text)."""
+        if self.references is None:
+            return []
+        last = getattr(self, "_last", None)
+        detections = last[1] if last is not None and last[0] == text else self.references.detect_all(text)
+        return [d.to_json() for d in detections]
 
     def leaks(self, text: str) -> list[str]:
         return self.names.leaks(text)
