@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -19,7 +20,9 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.base import LanguageModel, Prompt, as_messages, cancelled
 from unlearnkit.models.chat_format import ChatFormat, has_template, labelled_ids, transcript
 from unlearnkit.models import vllm_generation
+from unlearnkit.models.choice_scoring import choice_loglikelihoods
 from unlearnkit.models.onednn import onednn_linears
+from unlearnkit.models.padding import right_pad
 from unlearnkit.models.prefix_scoring import PrefixScorer, supports_fast_path, token_stats
 from unlearnkit.models.scores import AnswerScores
 from unlearnkit.models.slot_decoding import SlotDecoder
@@ -154,15 +157,8 @@ class HFLanguageModel(LanguageModel):
             if max_length is not None and len(ids) > max_length:
                 ids, labels = ids[:max_length], labels[:max_length]
             rows.append((ids, labels))
-        width = max(len(r[0]) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (ids, lab) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(lab)] = torch.tensor(lab)
-            mask[i, : len(ids)] = 1
+        input_ids, mask = right_pad([ids for ids, _ in rows], self.tokenizer.pad_token_id)
+        labels, _ = right_pad([lab for _, lab in rows], -100)
         mask = self.visible(input_ids, mask)
         device = self.device
         return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
@@ -217,16 +213,9 @@ class HFLanguageModel(LanguageModel):
         """One plain forward per batch of whole sequences (models without the prefix-sharing path)."""
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         out: list[AnswerScores | None] = [None] * len(pairs)
-        pad = self.tokenizer.pad_token_id
         bar = tqdm(total=len(order), desc=progress, disable=progress is None, leave=False)
         for idx in _batches(order, batch_size):
-            rows = [pairs[i][0] + pairs[i][1] for i in idx]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):
-                ids[j, : len(r)] = torch.tensor(r)
-                mask[j, : len(r)] = 1
+            ids, mask = right_pad([pairs[i][0] + pairs[i][1] for i in idx], self.tokenizer.pad_token_id)
             mask = self.visible(ids, mask)
             self._notify_batch(kind="score", indices=idx, prompt_lengths=[len(pairs[i][0]) for i in idx],
                                input_ids=ids, padding="right")
@@ -240,6 +229,14 @@ class HFLanguageModel(LanguageModel):
             bar.update(len(idx))
         bar.close()
         return out  # type: ignore[return-value]
+
+    def choice_loglikelihoods(self, prompts: Sequence[str], continuations: Sequence[str], *,
+                              batch_size: int = 16) -> np.ndarray | None:
+        """[len(prompts), len(continuations)] log p(continuation | raw-text prompt) in one forward per prompt
+        (``choice_scoring``), the values ``score(..., chat=False)`` gives each pair without the appended
+        end-of-sequence token; None when the continuations are not one distinct token each after a shared
+        prefix (then score the pairs)."""
+        return choice_loglikelihoods(self, prompts, continuations, batch_size, notify=self._notify_batch)
 
     # -- generation --------------------------------------------------------------
     streams = True

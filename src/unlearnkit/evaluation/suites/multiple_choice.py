@@ -11,9 +11,9 @@ space. The prediction is the argmax of the log-likelihood of the continuations "
 is the mean over all questions (lm-eval's size-weighted group mean); per-subject accuracies and
 their unweighted mean are reported too.
 
-Scoring runs ONE forward pass per question on Hugging Face models: the prompt (plus any token the
-four continuations share) goes through the model once and the four letter tokens are read from the
-last position. Other ``LanguageModel``s (guards, which must answer through their own ``score``) get
+Scoring runs ONE forward pass per question on Hugging Face models
+(``HFLanguageModel.choice_loglikelihoods``): the prompt (plus any token the four continuations
+share) goes through the model once and the four letter tokens are read from the last position. Other ``LanguageModel``s (guards, which must answer through their own ``score``) get
 4 × ``score(..., chat=False)``, the appended end-of-sequence token excluded in both cases.
 
 Data: local files in the Hugging Face export format (``.jsonl`` / ``.json`` / ``.parquet``) with
@@ -271,94 +271,6 @@ def load_text_corpus(path: str | Path, field: str = "text", unit: str = "paragra
 
 
 # -- scoring --------------------------------------------------------------------------------
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
-    prefix: list[int] = []
-    for column in zip(*seqs):
-        if len(set(column)) != 1:
-            break
-        prefix.append(column[0])
-    return prefix
-
-
-def one_pass_plan(hf, continuations: Sequence[str] = CONTINUATIONS) -> tuple[list[int], list[int]] | None:
-    """(shared prefix tokens, one distinct final token per continuation), or None when the
-    continuations do not end in one distinct token each after a shared prefix."""
-    ids = [hf.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
-    prefix = _common_prefix(ids)
-    tails = [seq[len(prefix):] for seq in ids]
-    if any(len(t) != 1 for t in tails) or len({t[0] for t in tails}) != len(tails):
-        return None
-    return prefix, [t[0] for t in tails]
-
-
-def _supports_logits_to_keep(module) -> bool:
-    import inspect
-
-    try:
-        return "logits_to_keep" in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def hf_letter_loglikelihoods(hf, prompts: Sequence[str], continuations: Sequence[str] = CONTINUATIONS,
-                             batch_size: int = 16) -> np.ndarray | None:
-    """log p(continuation | prompt) for each prompt and continuation in one forward pass per prompt.
-
-    ``hf`` is an ``HFLanguageModel``; prompts are raw text (``chat=False``), tokenised exactly as
-    ``score`` tokenises them. Returns None when the continuations are not one token each after a
-    shared prefix (then use ``score``).
-    """
-    import torch
-
-    plan = one_pass_plan(hf, continuations)
-    if plan is None:
-        return None
-    prefix, targets = plan
-    n_keep = len(prefix) + 1
-    encoded = [hf.prompt_ids(p, chat=False) + prefix for p in prompts]
-    if any(len(e) < n_keep for e in encoded):
-        return None  # an empty prompt: nothing predicts the first continuation token
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    out = np.zeros((len(prompts), len(continuations)), dtype=np.float64)
-    pad = hf.tokenizer.pad_token_id
-    target_ids = torch.tensor(targets, dtype=torch.long)
-    keep_ok = _supports_logits_to_keep(hf.model)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            rows = [encoded[i] for i in idx]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):
-                ids[j, : len(r)] = torch.tensor(r)
-                mask[j, : len(r)] = 1
-            # logits at position t predict token t+1: the last n_keep positions of a row predict the
-            # shared prefix tokens and then the letter
-            positions = torch.stack([torch.arange(len(r) - n_keep, len(r)) for r in rows])
-            hf._notify_batch(kind="score", indices=idx, prompt_lengths=[len(r) - len(prefix) for r in rows],
-                             input_ids=ids, padding="right")
-            device = hf.device
-            logits = None
-            if keep_ok:
-                try:
-                    logits = hf.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      logits_to_keep=positions.to(device)).logits
-                    if tuple(logits.shape[:2]) != (len(rows), n_keep):
-                        logits = None
-                except (TypeError, ValueError, RuntimeError, IndexError):
-                    logits = None
-            if logits is None:
-                full = hf.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-                logits = torch.gather(full, 1, positions.to(device)[:, :, None].expand(-1, -1, full.shape[-1]))
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-            for j, i in enumerate(idx):
-                # logp[j, k] is the distribution after the prompt and the first k prefix tokens
-                shared = sum(float(logp[j, k, prefix[k]]) for k in range(len(prefix)))
-                out[i] = shared + logp[j, len(prefix)][target_ids].double().numpy()
-    return out
-
-
 def _letter_token_count(model, continuation: str) -> int | None:
     from unlearnkit.evaluation.suites import hf_backend
 
@@ -399,7 +311,7 @@ def letter_loglikelihoods(model, prompts: Sequence[str], continuations: Sequence
     if not prompts:
         return np.zeros((0, len(continuations))), "none"
     if isinstance(model, HFLanguageModel) and type(model).score is HFLanguageModel.score:
-        out = hf_letter_loglikelihoods(model, prompts, continuations, batch_size)
+        out = model.choice_loglikelihoods(prompts, continuations, batch_size=batch_size)
         if out is not None:
             return out, "one_pass"
     return score_letter_loglikelihoods(model, prompts, continuations, batch_size), "score"
@@ -515,6 +427,6 @@ def evaluate_mmlu(model, data_path, *, subjects: Sequence[str] | str | None = No
 
 
 __all__ = ["CONTINUATIONS", "LETTERS", "MCQuestion", "WMDP_TOPICS", "evaluate_mmlu", "evaluate_wmdp",
-           "hf_letter_loglikelihoods", "letter_loglikelihoods", "lm_eval_letter_loglikelihoods", "load_mcq_file",
+           "letter_loglikelihoods", "lm_eval_letter_loglikelihoods", "load_mcq_file",
            "load_mmlu", "load_text_corpus", "load_wmdp", "mcq_prompt", "parse_mcq", "per_subject_accuracy",
            "predictions", "score_letter_loglikelihoods"]
