@@ -5,20 +5,15 @@ from __future__ import annotations
 import pytest
 
 from unlearnkit.data.records import QARecord
+from unlearnkit.data.scale_targets import builtin_scale_data
 from unlearnkit.data.targets import targets_from_records
 from unlearnkit.errors import ConfigError
+from unlearnkit.evaluation.refusal import is_refusal, over_refusal
 from unlearnkit.methods.base import NoOptions, UnlearningMethod
 from unlearnkit.methods.guards import Guard, GuardMethod
 from unlearnkit.models.base import LanguageModel, last_user_message
-from unlearnkit.workflows.scale import (
-    ScaleConfig,
-    count_calls,
-    is_refusal,
-    over_refusal,
-    plan_stages,
-    run_scale,
-    sample_records,
-)
+from unlearnkit.models.call_counting import count_calls
+from unlearnkit.workflows.scale import ScaleConfig, plan_stages, run_scale, sample_records
 
 NAMES = [f"Person{chr(65 + i)}x Lastname{chr(65 + i)}y" for i in range(8)]
 
@@ -183,8 +178,6 @@ def test_scale_sweep_independent_runs(tmp_path):
 
 
 def test_builtin_scale_data_puts_known_people_first(tiny_task, tmp_path):
-    from unlearnkit.workflows.scale import builtin_scale_data
-
     by_person, retain, holdout = builtin_scale_data(7, task=tiny_task, facts_per_person=2, seed=0,
                                                     work_dir=tmp_path)
     known = list(dict.fromkeys(r.subject for r in tiny_task.forget))
@@ -224,7 +217,6 @@ def test_scale_sweep_runs_the_eco_guard(tiny_lm, tmp_path):
 def test_builtin_scale_data_reaches_1000_targets_beside_known_people(tmp_path):
     """Generated people that share a name with the task's people are replaced, so 1000 distinct targets exist."""
     from unlearnkit.data import generate_benchmark, load_task
-    from unlearnkit.workflows.scale import builtin_scale_data
 
     generate_benchmark(tmp_path / "demo", n_people=10, n_forget=2, n_holdout=2, facts_per_person=4, seed=0,
                        n_general=12)

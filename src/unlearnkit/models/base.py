@@ -16,6 +16,7 @@ from typing import Union
 
 from unlearnkit.errors import ConfigError
 
+from unlearnkit.models.call_observers import ModelCall, observe_methods, observing
 from unlearnkit.models.scores import AnswerScores
 
 Message = Mapping[str, str]
@@ -114,6 +115,15 @@ class LanguageModel(ABC):
     """
 
     name: str = "model"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        observe_methods(cls)  # so that observe_calls sees every model's calls
+
+    def observe_calls(self, callback: Callable[[ModelCall], None]):
+        """A context manager: while it is open, ``callback(call)`` after each ``generate`` / ``score`` call this
+        model answers (``call_observers.ModelCall``: kind, prompts, chat, answers, outputs)."""
+        return observing(self, callback)
 
     @abstractmethod
     def score(

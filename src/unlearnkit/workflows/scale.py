@@ -23,34 +23,28 @@ records
 ``add_targets``; weight methods: the method again on the previous model with only
 the new targets), and the earlier targets' leak rate is tracked at every stage.
 
-The bookkeeping (stages, samples, metrics, call counting) is pure functions that
-the tests drive with a fake method and model.
+The bookkeeping (stages, samples, per-stage rows) is pure functions that the tests
+drive with a fake method and model. The people come from ``data.scale_targets``,
+the over-refusal metric from ``evaluation.refusal``, and the calls and tokens from
+``models.call_counting`` (an observer of the bottom model's calls).
 """
 
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.data.records import QARecord
+from unlearnkit.data.scale_targets import builtin_scale_data
 from unlearnkit.errors import ConfigError
-from unlearnkit.models.base import leaf
+from unlearnkit.evaluation.refusal import over_refusal
+from unlearnkit.models.call_counting import CallCounter, count_calls
 
 DEFAULT_SIZES = (1, 10, 100, 1000)
-
-REFUSAL = re.compile(r"\b(i\s+(?:can(?:no|')?t|am\s+(?:not\s+able|unable)|won'?t)|i'm\s+(?:sorry|unable|not able)|"
-                     r"(?:cannot|can't|unable to)\s+(?:help|assist|provide|share|discuss|answer)|"
-                     r"not\s+able\s+to\s+(?:help|answer|provide))", re.IGNORECASE)
-
-
-def is_refusal(text: str) -> bool:
-    return bool(REFUSAL.search(text or ""))
 
 
 @dataclass(frozen=True)
@@ -111,68 +105,6 @@ def sample_records(by_person: Mapping[str, Sequence[QARecord]], people: Sequence
                     break
         depth += 1
     return out
-
-
-def over_refusal(base_hits: Sequence[bool], hits: Sequence[bool], generations: Sequence[str]) -> float | None:
-    """Fraction of retain queries degraded: the original model hit the keywords and now misses, or a refusal."""
-    if not generations:
-        return None
-    bad = [(b and not h) or is_refusal(g) for b, h, g in zip(base_hits, hits, generations, strict=True)]
-    return sum(bad) / len(bad)
-
-
-# -- counting model calls and tokens ---------------------------------------------------------
-@dataclass
-class CallCounter:
-    calls: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.output_tokens
-
-
-def _token_counter(lm) -> tuple[Callable[[Any, bool], int], Callable[[str], int]]:
-    return lm.prompt_tokens, lm.count_tokens
-
-
-@contextmanager
-def count_calls(model):
-    """Count the calls and tokens reaching the underlying model while the block runs.
-
-    The bottom model's ``generate`` and ``score`` are wrapped on the instance and
-    restored afterwards. Backends a guard keeps elsewhere (e.g. a remote judge) are
-    not counted.
-    """
-    lm = leaf(model)
-    counter = CallCounter()
-    count_prompt, count_text = _token_counter(lm)
-    orig_generate, orig_score = lm.generate, lm.score
-
-    def generate(prompts, *args, chat=True, **kwargs):
-        out = orig_generate(prompts, *args, chat=chat, **kwargs)
-        counter.calls += len(prompts)
-        counter.prompt_tokens += sum(count_prompt(p, chat) for p in prompts)
-        counter.output_tokens += sum(count_text(o) for o in out)
-        return out
-
-    def score(prompts, answers, *args, chat=True, **kwargs):
-        out = orig_score(prompts, answers, *args, chat=chat, **kwargs)
-        counter.calls += len(prompts)
-        counter.prompt_tokens += sum(count_prompt(p, chat) + count_text(a) for p, a in zip(prompts, answers))
-        return out
-
-    had = {k: k in vars(lm) for k in ("generate", "score")}
-    lm.generate, lm.score = generate, score
-    try:
-        yield counter
-    finally:
-        for k, orig in (("generate", orig_generate), ("score", orig_score)):
-            if had[k]:
-                setattr(lm, k, orig)
-            else:
-                delattr(lm, k)
 
 
 # -- the sweep --------------------------------------------------------------------------------
@@ -287,57 +219,6 @@ def run_scale(model, method, by_person: Mapping[str, Sequence[QARecord]], retain
         "retain_keyword_accuracy_before": base_retain["leak_rate"],
         "stages": results,
     }
-
-
-def group_by_subject(records: Sequence[QARecord]) -> dict[str, list[QARecord]]:
-    out: dict[str, list[QARecord]] = {}
-    for r in records:
-        out.setdefault(r.subject or r.question, []).append(r)
-    return out
-
-
-def builtin_scale_data(n_targets: int, task=None, facts_per_person: int = 2, n_retain_people: int = 20,
-                       seed: int = 0, work_dir: str | Path | None = None
-                       ) -> tuple[dict[str, list[QARecord]], list[QARecord], list[QARecord]]:
-    """Targets, retain and holdout records for the sweep from the built-in generator.
-
-    With ``task`` (the benchmark the model was fine-tuned on), its forget people come first
-    (the model knows them, so small sizes measure real forgetting) and its retain records
-    are the retain set (known facts that must survive); generated people fill the
-    remaining targets. Without ``task`` everything is generated. Holdout: the task's holdout
-    split (people the model never saw), else the generator's holdout people.
-    """
-    import tempfile
-
-    from unlearnkit.data import generate_benchmark, load_task
-
-    known = group_by_subject(task.forget) if task is not None else {}
-    retain = list(task.retain) if task is not None else []
-    holdout = list(task.holdout or []) if task is not None else []
-    extra = max(0, n_targets - len(known))
-    n_retain = 0 if task is not None else n_retain_people
-    root = Path(tempfile.mkdtemp(prefix="unlearnkit-scale-", dir=work_dir))
-    generated: dict[str, list[QARecord]] = {}
-    taken = {n.lower() for n in known} | {r.subject.lower() for r in retain if r.subject}
-    if extra or n_retain:
-        # generated people may share a name with someone the model already knows: make that many more
-        spare = len(taken)
-        generate_benchmark(root, n_people=extra + spare + max(n_retain, 1), n_forget=extra + spare,
-                           n_holdout=2, facts_per_person=facts_per_person, seed=seed + 1000, n_general=2)
-        gen_task = load_task(root)
-        generated = group_by_subject(gen_task.forget)
-        if task is None:
-            retain, holdout = list(gen_task.retain), list(gen_task.holdout or [])
-            taken |= {r.subject.lower() for r in retain + holdout if r.subject}
-    by_person = dict(known)
-    for name, recs in generated.items():
-        if len(by_person) >= n_targets:
-            break
-        if name.lower() not in taken:
-            by_person[name] = recs
-    if len(by_person) < n_targets:
-        raise ConfigError(f"the generator gave only {len(by_person)} distinct people for {n_targets} targets")
-    return dict(list(by_person.items())[:n_targets]), retain, holdout
 
 
 def run_builtin_scale(model, method, config: ScaleConfig | None = None, out_dir: str | Path = "runs/scale",
