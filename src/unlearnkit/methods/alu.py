@@ -31,36 +31,32 @@ Differences from the reference, all on the side of safety or cost:
   question it sees has the targets' names masked; with a single distinct kept candidate the
   composer call is skipped.
 
-Accounting: every answer carries an ``ALUTrace`` (path taken, retrieved targets, per-role LLM
-calls, prompt/completion tokens and seconds). ``guard.last_trace`` is the last query's,
-``guard.totals`` the cumulative figures. Within one ``generate`` call the stages run batched
-over all prompts; a stage's wall time is split among the prompts in proportion to their calls.
-Token counts come from the endpoint's ``usage`` (remote), the tokenizer (local models), or an
-estimate of 4 characters per token (other backends; ``estimated`` is set in the trace).
-Traces name the retrieved targets: they are for operators, never for end users.
+Accounting (``alu_accounting``): every answer carries an ``ALUTrace`` (path taken, retrieved
+targets, per-role LLM calls, prompt/completion tokens and seconds). ``guard.last_trace`` is the
+last query's, ``guard.totals`` the cumulative figures. Within one ``generate`` call the stages
+run batched over all prompts; a stage's wall time is split among the prompts in proportion to
+their calls. Traces name the retrieved targets: they are for operators, never for end users.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearnkit.data.targets import Target, as_target, targets_from_records
+from unlearnkit.data.targets import Target, targets_from_records
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.methods import alu_agents as agents
+from unlearnkit.methods.alu_accounting import (ALUTrace, add_to_totals, backend_token_counts, charge, new_totals,
+                                               totals_json)
 from unlearnkit.methods.alu_retrieval import Embedder, Hit, TargetIndex, make_embedder
+from unlearnkit.methods.alu_targets_file import load_targets_file
 from unlearnkit.methods.base import option
 from unlearnkit.methods.guards import Guard, GuardMethod
 from unlearnkit.models.base import LanguageModel, Prompt, last_user_message
-
-ROLES = ("vanilla", "audit", "erase", "critic", "composer")
-"""Accounting keys: ``audit`` and ``erase`` are AuditErase's check and rewrite."""
 
 BACKEND_OPTIONS = {"vanilla": "vanilla_model", "audit": "audit_model", "erase": "audit_model",
                    "critic": "critic_model", "composer": "composer_model"}
@@ -116,105 +112,6 @@ def check_options(o: ALUOptions) -> None:
         raise ConfigError("ALU option refusal must not be empty")
 
 
-def load_targets_file(path: str | Path) -> list[Target]:
-    """A JSON list of targets: names (strings) or {name, aliases, description, facts} objects."""
-    path = Path(path).expanduser()
-    shape = 'a JSON list such as ["Ann Lee", {"name": "Bo Chen", "aliases": ["Bo"]}]'
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise DataError(f"targets file '{path}' does not exist: give the path of {shape}") from None
-    except IsADirectoryError:
-        raise DataError(f"targets file '{path}' is a directory: give the path of {shape}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"targets file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as "
-                        "UTF-8") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"targets file '{path}' is not valid JSON ({exc.msg} at line {exc.lineno} column "
-                        f"{exc.colno}): fix it; it must hold {shape}") from exc
-    if isinstance(data, dict) and "targets" in data:
-        data = data["targets"]
-    if not isinstance(data, list) or not data:
-        raise DataError(f"targets file '{path}' must hold a non-empty list of targets: {shape}")
-    targets = []
-    for i, item in enumerate(data):
-        try:
-            targets.append(as_target(item))
-        except DataError as exc:
-            raise DataError(f"targets file '{path}' item {i}: {exc}") from exc
-    return targets
-
-
-# -- accounting ------------------------------------------------------------------------
-@dataclass
-class RoleStats:
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-
-    def add(self, other: RoleStats) -> None:
-        self.calls += other.calls
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.seconds += other.seconds
-
-
-@dataclass
-class ALUTrace:
-    """What happened for one query (operator-facing: it names the retrieved targets).
-
-    ``path``: ``clean:retrieval`` (nothing relevant: one LLM call), ``clean:judge`` (the audit
-    judge found no leak), ``refused:ratings`` (mean of the J best ratings < tau),
-    ``refused:final-check`` (the composed answer still named a target or key term) or
-    ``sanitised`` (the composed answer was returned).
-    """
-
-    query: str
-    path: str = ""
-    answer: str = ""
-    retrieved: list[dict] = field(default_factory=list)
-    verdict: str | None = None
-    candidates: list[str] = field(default_factory=list)
-    ratings: list[float] = field(default_factory=list)
-    kept: list[int] = field(default_factory=list)
-    leaked_terms: list[str] = field(default_factory=list)
-    roles: dict[str, RoleStats] = field(default_factory=lambda: {r: RoleStats() for r in ROLES})
-    retrieval_seconds: float = 0.0
-    seconds: float = 0.0
-    estimated_tokens: bool = False
-
-    @property
-    def llm_calls(self) -> int:
-        return sum(r.calls for r in self.roles.values())
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(r.prompt_tokens for r in self.roles.values())
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(r.completion_tokens for r in self.roles.values())
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def to_json(self) -> dict:
-        out = dataclasses.asdict(self)
-        out.update(llm_calls=self.llm_calls, prompt_tokens=self.prompt_tokens,
-                   completion_tokens=self.completion_tokens)
-        return out
-
-
-def _count_tokens(backend: LanguageModel, prompts: list, outputs: list[str], chat: bool) -> tuple[list, list, bool]:
-    try:
-        return ([backend.prompt_tokens(x, chat) for x in prompts], [backend.count_tokens(o) for o in outputs],
-                backend.tokens_are_estimated)
-    except Exception:  # noqa: BLE001 - accounting must never break an answer
-        return [0] * len(prompts), [0] * len(outputs), True
-
-
 @dataclass
 class _Job:
     prompt: Prompt
@@ -257,7 +154,7 @@ class ALUGuard(Guard):
         if index_cache is not None:
             self.index.load_cache(index_cache)
         self.last_trace: ALUTrace | None = None
-        self.totals = {"queries": 0, "paths": Counter(), "roles": {r: RoleStats() for r in ROLES}}
+        self.totals = new_totals()
         super().__init__(base, targets, options)
 
     # -- targets ---------------------------------------------------------------------
@@ -312,17 +209,10 @@ class ALUGuard(Guard):
             estimated = False
         else:
             outs = list(backend.generate(prompts, chat=chat, **gen))
-            p_tok, c_tok, estimated = _count_tokens(backend, prompts, outs, chat)
+            p_tok, c_tok, estimated = backend_token_counts(backend, prompts, outs, chat)
         if len(outs) != len(prompts):
             raise RuntimeError(f"the {role} backend returned {len(outs)} completions for {len(prompts)} prompts")
-        share = (time.perf_counter() - t0) / len(prompts)
-        for job, p, c in zip(owners, p_tok, c_tok):
-            stats = job.trace.roles[role]
-            stats.calls += 1
-            stats.prompt_tokens += int(p)
-            stats.completion_tokens += int(c)
-            stats.seconds += share
-            job.trace.estimated_tokens |= estimated
+        charge([job.trace for job in owners], role, p_tok, c_tok, (time.perf_counter() - t0) / len(prompts), estimated)
         return [o if isinstance(o, str) else "" for o in outs]
 
     # -- the pipeline ----------------------------------------------------------------
@@ -445,10 +335,7 @@ class ALUGuard(Guard):
         with self._lock:
             for j in jobs:
                 j.trace.seconds = elapsed / len(jobs)
-                self.totals["queries"] += 1
-                self.totals["paths"][j.trace.path] += 1
-                for role, stats in j.trace.roles.items():
-                    self.totals["roles"][role].add(stats)
+                add_to_totals(self.totals, j.trace)
                 results.append((j.trace.answer, j.trace))
             if jobs:
                 self.last_trace = jobs[-1].trace
@@ -494,8 +381,7 @@ class ALUGuard(Guard):
 
     def totals_json(self) -> dict:
         with self._lock:
-            return {"queries": self.totals["queries"], "paths": dict(self.totals["paths"]),
-                    "roles": {r: dataclasses.asdict(s) for r, s in self.totals["roles"].items()}}
+            return totals_json(self.totals)
 
     def save(self, path: str | Path, base_spec: str) -> Path:
         path = super().save(path, base_spec)
