@@ -52,7 +52,8 @@ def classifier_figures(guard, sets: dict[str, list[str]]) -> dict:
 def heldout_paraphrase_recall(target, task, options) -> float | None:
     """Train on forget questions only (no paraphrases), report recall on the paraphrased questions."""
     from unlearnkit.data.targets import targets_from_records
-    from unlearnkit.methods.eco import ECOGuard, examples_from_records, negatives_from_records
+    from unlearnkit.methods.eco import ECOGuard
+    from unlearnkit.methods.eco_prompts import examples_from_records, negatives_from_records
 
     paras = [r.paraphrased_question for r in task.forget if r.paraphrased_question]
     if not paras:
@@ -91,7 +92,8 @@ def tofu_classifier(target, options, quick: bool) -> dict | None:
         return None
     from unlearnkit.data import load_split
     from unlearnkit.data.targets import targets_from_records
-    from unlearnkit.methods.eco import ECOGuard, examples_from_records, negatives_from_records
+    from unlearnkit.methods.eco import ECOGuard
+    from unlearnkit.methods.eco_prompts import examples_from_records, negatives_from_records
 
     forget = load_split(TOFU_DIR, "forget01_perturbed")
     retain_eval = load_split(TOFU_DIR, "retain_perturbed")

@@ -337,7 +337,7 @@ def test_unlearn_with_eco_searches_sigma_and_round_trips(metric, tiny_lm, tiny_t
 
 
 def test_sigma_search_scores_a_capped_sample(tiny_lm, tiny_task, tmp_path):
-    from unlearnkit.methods.eco import capped_sample
+    from unlearnkit.methods.eco_sigma import capped_sample
     from unlearnkit.workflows.unlearn import unlearn
 
     recs = list(range(10))

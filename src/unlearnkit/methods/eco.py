@@ -16,12 +16,9 @@ The model's weights never change. For every prompt:
    toward what a model that never saw the data scores.
 
 Targets change at run time: ``add_targets``/``remove_targets`` retrain only the
-classifier (seconds). Positives are the targets' forget prompts (questions and
-paraphrased questions from the forget split, when the targets came from it) plus prompts
-naming each target and its facts; negatives are retain prompts plus a built-in set of
-general questions. A guard directory holds ``guard.json``, ``eco_classifier.npz``
-(numpy arrays only), ``eco_state.json`` (σ, training prompts) and ``eco_sigma.json``
-(the σ search log).
+classifier (seconds), on the training prompts of ``eco_prompts``. A guard directory holds
+``guard.json``, ``eco_classifier.npz`` (numpy arrays only), ``eco_state.json`` (σ, training
+prompts) and ``eco_sigma.json`` (the σ search log).
 
 Where this departs from the paper (all exposed as options): the classifier is a small
 head on sentence or LLM embeddings instead of a fine-tuned roberta; the entity tokens
@@ -35,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearnkit.data.targets import Target, as_target, targets_from_records
+from unlearnkit.data.targets import as_target, targets_from_records
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.io import read_json, write_json_atomic
 from unlearnkit.data.target_matching import TermFinder
@@ -51,53 +47,13 @@ from unlearnkit.methods.base import option
 from unlearnkit.methods.eco_classifier import (CLASSIFIER_FILE, ENCODERS, HEADS, PromptClassifier, make_encoder)
 from unlearnkit.methods.eco_corruption import (CORRUPTIONS, SELECTIONS, USES_SIGMA, EmbeddingCorruptor, PromptPlan,
                                                select_positions, target_terms)
-from unlearnkit.methods.eco_sigma import (SIGMA_FILE, SIGMA_METRICS, SigmaSearch, has_truth_ratio_fields,
-                                          metric_of_scores, zeroth_order_search)
+from unlearnkit.methods.eco_prompts import (GENERIC_QUESTIONS, examples_from_records, negatives_from_records,
+                                            positive_groups, swapped_negatives)
+from unlearnkit.methods.eco_sigma import SIGMA_FILE, SIGMA_METRICS, search_sigma
 from unlearnkit.methods.guards import Guard, GuardMethod
 from unlearnkit.models.base import LanguageModel, last_user_message
 
 STATE_FILE = "eco_state.json"
-
-# Everyday questions: negatives that keep "Who is X?"-shaped prompts about anyone else unflagged.
-GENERIC_QUESTIONS = (
-    "What is the capital of Australia?", "How many legs does a spider have?", "Who painted the Mona Lisa?",
-    "What is photosynthesis?", "How do I boil an egg?", "What is the tallest mountain in the world?",
-    "Who was Albert Einstein?", "Tell me about the Roman Empire.", "What does a cardiologist do?",
-    "How far is the Moon from the Earth?", "What is the speed of light?", "Who discovered penicillin?",
-    "Write a short poem about autumn.", "What is 17 times 23?", "How do vaccines work?",
-    "What language is spoken in Brazil?", "Who was the first person to walk on the Moon?",
-    "Explain what a black hole is.", "What is the difference between weather and climate?",
-    "Give me three tips for a job interview.", "Who composed the Moonlight Sonata?",
-    "What is the population of Canada?", "How do I reverse a list in Python?", "What causes earthquakes?",
-    "Who is the author of 'The Old Man and the Sea'?", "What year did World War II end?",
-    "What is the main ingredient of guacamole?", "Tell me about Marie Curie.", "Where was Nelson Mandela born?",
-    "What genre of books did Agatha Christie write?", "Which award did Toni Morrison win?",
-    "What is a haiku?", "Summarise the plot of Hamlet.", "What is the largest ocean on Earth?",
-    "How does a refrigerator keep food cold?", "What is the boiling point of water in Fahrenheit?",
-    "Who invented the telephone?", "What is machine learning?", "Name a famous novel by Charles Dickens.",
-    "What are the primary colours?", "How many days are there in a leap year?", "Who was Frida Kahlo?",
-    "What is the currency of Japan?", "How do bees make honey?", "What is the square root of 144?",
-    "Recommend a good book for a long flight.", "What do pandas eat?", "In which year was the Eiffel Tower built?",
-    "What is the theme of George Orwell's '1984'?", "Where was Gabriel Garcia Marquez born?",
-    "Hello! How are you today?", "Can you help me plan a birthday party?", "What is the chemical formula of water?",
-    "Who wrote the Odyssey?", "What are the rules of chess?", "Translate 'good morning' into Spanish.",
-    "What is inflation?", "Describe the water cycle.", "Which planet is known as the Red Planet?",
-    "What did Isaac Newton discover?",
-)
-
-# Real-world names swapped into forget prompts to make hard negatives: the same question about
-# someone else must not be flagged, so the classifier learns the target, not the question template.
-SWAP_NAMES = (
-    "James Miller", "Aiko Tanaka", "Carlos Mendoza", "Fatima Zahra", "Oliver Schmidt", "Priya Raman",
-    "Lucas Moreau", "Mei Lin", "Ahmed Hassan", "Sofia Rossi", "Daniel Kowalski", "Amara Okafor",
-    "Henrik Larsen", "Isabel Cortez", "Tomasz Nowak", "Grace Thompson", "Kenji Watanabe", "Elena Petrova",
-    "Samuel Adeyemi", "Chloe Dubois", "Rafael Silva", "Hannah Becker", "Arjun Mehta", "Laura Jensen",
-)
-
-# Prompts naming a target, so a target added by name alone still has positives.
-TARGET_TEMPLATES = ("Who is {name}?", "Tell me about {name}.", "What do you know about {name}?",
-                    "What is {name} known for?", "Give me some facts about {name}.")
-
 
 @dataclass
 class ECOOptions:
@@ -267,47 +223,11 @@ class ECOGuard(Guard):
             self.references = refs
 
     def positive_groups(self) -> list[list[str]]:
-        groups: list[list[str]] = []
-        for t in self.targets:
-            groups.extend(self.examples.get(t.name, []))
-            for name in t.names:
-                groups.extend([[tpl.format(name=name)] for tpl in TARGET_TEMPLATES])
-            groups.extend([[f] for f in t.facts if f.strip()])
-            if t.description.strip():
-                groups.append([t.description])
-        return groups
+        return positive_groups(self.targets, self.examples)
 
     def swapped_negatives(self, groups: list[list[str]]) -> list[str]:
-        """Positive prompts that name a target, with the name replaced by someone else's.
-
-        Per prompt: ``swap_negatives`` whole-name swaps, and for a multi-word name one swap of
-        its first word and one of its last (a namesake is someone else too).
-        """
-        if self.options.swap_negatives <= 0:
-            return []
-        rng = random.Random(self.options.seed)
-        taken = {n.casefold() for t in self.targets for n in t.names}
-        pool = [n for n in SWAP_NAMES if n.casefold() not in taken]
-        firsts, lasts = [n.split()[0] for n in pool], [n.split()[-1] for n in pool]
-        out = []
-        for text in (t for g in groups for t in g):
-            spans = sorted(self._name_terms.spans(text), key=lambda sp: (sp[0], -sp[1]))
-            if not spans:
-                continue
-            replacements = [lambda _m, n=n: n for n in rng.sample(pool, min(self.options.swap_negatives, len(pool)))]
-            first, last = rng.choice(firsts), rng.choice(lasts)
-            replacements += [lambda m, f=first: " ".join([f, *m.split()[1:]]),
-                             lambda m, la=last: " ".join([*m.split()[:-1], la])]
-            for replace_fn in replacements:
-                pieces, end = [], 0
-                for start, stop in spans:
-                    if start >= end:
-                        pieces.append(text[end:start] + replace_fn(text[start:stop]))
-                        end = stop
-                swapped = "".join(pieces) + text[end:]
-                if swapped != text and not self._name_terms.found(swapped):
-                    out.append(swapped)
-        return list(dict.fromkeys(out))
+        return swapped_negatives(groups, self.targets, self._name_terms, self.options.swap_negatives,
+                                 self.options.seed)
 
     def retrain(self) -> dict:
         """Re-fit the classifier on the current targets (no model weights are touched)."""
@@ -435,27 +355,6 @@ class ECOGuard(Guard):
         return path
 
 
-def examples_from_records(records) -> dict[str, list[list[str]]]:
-    """Target name -> groups [question, paraphrased question] (names as ``targets_from_records`` gives them)."""
-    records = list(records)
-    by_subject = any(r.subject for r in records)
-    out: dict[str, list[list[str]]] = {}
-    for r in records:
-        name = r.subject if by_subject else r.question
-        if not name:
-            continue
-        group = [r.question] + ([r.paraphrased_question] if r.paraphrased_question else [])
-        out.setdefault(name, []).append(group)
-    return out
-
-
-def negatives_from_records(records, limit: int, seed: int) -> list[str]:
-    texts = list(dict.fromkeys(t for r in records for t in (r.question, r.paraphrased_question) if t))
-    if len(texts) > limit:
-        texts = random.Random(seed).sample(texts, limit)
-    return texts
-
-
 class ECO(GuardMethod):
     name = "eco"
     summary = "Embedding-corrupted prompts: a prompt classifier + noise on flagged prompts' embeddings (no weight change)."
@@ -491,58 +390,4 @@ class ECO(GuardMethod):
                         sigma=state.get("sigma"), sigma_log=log)
 
 
-def capped_sample(records, limit: int, seed: int) -> list:
-    """At most ``limit`` records (0 = all), a seeded sample in the original order."""
-    records = list(records)
-    if not limit or len(records) <= limit:
-        return records
-    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
-    return [records[i] for i in keep]
-
-
-def search_sigma(guard: ECOGuard, task, batch_size: int = 16) -> dict:
-    """Run the zeroth-order σ search on ``task``'s forget set (every forget prompt corrupted).
-
-    Each evaluation scores the forget sample under corruption, so the sample is capped
-    (``sigma_records``): the search costs the same for 1 or 1000 targets."""
-    o = guard.options
-    metric = o.sigma_metric
-    forget_eval = list(getattr(task, "forget_eval", None) or task.forget)  # a bare forget/retain task has no eval split
-    forget = forget_eval if has_truth_ratio_fields(forget_eval) else list(task.forget)
-    holdout = capped_sample(task.holdout or [], o.sigma_records, o.seed)
-    note = ""
-    if metric == "truth_ratio" and not (has_truth_ratio_fields(forget) and
-                                        (o.sigma_target >= 0 or has_truth_ratio_fields(holdout))):
-        metric, note = "prob", "truth_ratio needs paraphrased and perturbed answers; used prob"
-    if metric == "prob":
-        forget = list(task.forget)
-    forget = capped_sample(forget, o.sigma_records, o.seed)
-    bare = metric_of_scores(metric, forget, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
-    if o.sigma_target >= 0:
-        target, source = float(o.sigma_target), "option sigma_target"
-    elif holdout:
-        target = metric_of_scores(metric, holdout, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
-        source = "bare model on the holdout split"
-    else:
-        return {"sigma": guard.sigma, "metric": metric, "target": None, "reached": False, "log": [],
-                "note": "no holdout split and no sigma_target: kept the initial sigma"}
-    if metric == "prob" and bare <= target + o.sigma_tol:
-        # corruption only lowers the probability: there is nothing for σ to reach
-        return {"sigma": guard.sigma, "metric": metric, "target": target, "reached": False, "log": [],
-                "bare_forget_metric": bare, "target_source": source, "records": len(forget),
-                "note": "the forget records already score at or below the target without corruption (the model "
-                        "does not know them): kept the initial sigma"}
-
-    def m(sigma: float) -> float:
-        return metric_of_scores(metric, forget, lambda p, a: guard.score_corrupted(p, a, sigma=sigma,
-                                                                                  batch_size=batch_size))
-
-    cfg = SigmaSearch(steps=o.sigma_steps, lr=o.sigma_lr, eps=o.sigma_eps, sigma_min=o.sigma_min, tol=o.sigma_tol)
-    result = zeroth_order_search(m, target, o.sigma, cfg, name=metric)
-    out = result.to_json()
-    out.update(bare_forget_metric=bare, target_source=source, note="; ".join(x for x in (note, result.note) if x),
-               records=len(forget))
-    return out
-
-
-__all__ = ["ECO", "ECOGuard", "ECOOptions", "GENERIC_QUESTIONS", "search_sigma"]
+__all__ = ["ECO", "ECOGuard", "ECOOptions"]

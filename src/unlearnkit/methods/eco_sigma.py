@@ -27,11 +27,14 @@ returned is the best evaluated point (smallest ``f``). Metrics (``SIGMA_METRICS`
 The default target is the same metric of the *bare* model on the holdout split: people
 or facts the model never saw, i.e. what the retain model would score on the forget set
 (the paper's target is the retain model's own value; pass ``sigma_target`` to use it).
+
+``search_sigma`` runs the search for an ECO guard on a task's forget set, with the guard's options.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -168,3 +171,57 @@ def metric_of_scores(metric: str, records, score_fn) -> float:
         ratios = [truth_ratio(scores[a], scores[a + 1:b]) for a, b in spans]
         return forget_truth_ratio_score(ratios)
     raise ValueError(f"unknown σ metric '{metric}': choose one of {', '.join(SIGMA_METRICS)}")
+
+
+def capped_sample(records, limit: int, seed: int) -> list:
+    """At most ``limit`` records (0 = all), a seeded sample in the original order."""
+    records = list(records)
+    if not limit or len(records) <= limit:
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def search_sigma(guard, task, batch_size: int = 16) -> dict:
+    """Run the zeroth-order σ search for an ``ECOGuard`` on ``task``'s forget set (every forget prompt corrupted).
+
+    Each evaluation scores the forget sample under corruption, so the sample is capped
+    (``sigma_records``): the search costs the same for 1 or 1000 targets."""
+    o = guard.options
+    metric = o.sigma_metric
+    forget_eval = list(getattr(task, "forget_eval", None) or task.forget)  # a bare forget/retain task has no eval split
+    forget = forget_eval if has_truth_ratio_fields(forget_eval) else list(task.forget)
+    holdout = capped_sample(task.holdout or [], o.sigma_records, o.seed)
+    note = ""
+    if metric == "truth_ratio" and not (has_truth_ratio_fields(forget) and
+                                        (o.sigma_target >= 0 or has_truth_ratio_fields(holdout))):
+        metric, note = "prob", "truth_ratio needs paraphrased and perturbed answers; used prob"
+    if metric == "prob":
+        forget = list(task.forget)
+    forget = capped_sample(forget, o.sigma_records, o.seed)
+    bare = metric_of_scores(metric, forget, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
+    if o.sigma_target >= 0:
+        target, source = float(o.sigma_target), "option sigma_target"
+    elif holdout:
+        target = metric_of_scores(metric, holdout, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
+        source = "bare model on the holdout split"
+    else:
+        return {"sigma": guard.sigma, "metric": metric, "target": None, "reached": False, "log": [],
+                "note": "no holdout split and no sigma_target: kept the initial sigma"}
+    if metric == "prob" and bare <= target + o.sigma_tol:
+        # corruption only lowers the probability: there is nothing for σ to reach
+        return {"sigma": guard.sigma, "metric": metric, "target": target, "reached": False, "log": [],
+                "bare_forget_metric": bare, "target_source": source, "records": len(forget),
+                "note": "the forget records already score at or below the target without corruption (the model "
+                        "does not know them): kept the initial sigma"}
+
+    def m(sigma: float) -> float:
+        return metric_of_scores(metric, forget, lambda p, a: guard.score_corrupted(p, a, sigma=sigma,
+                                                                                  batch_size=batch_size))
+
+    cfg = SigmaSearch(steps=o.sigma_steps, lr=o.sigma_lr, eps=o.sigma_eps, sigma_min=o.sigma_min, tol=o.sigma_tol)
+    result = zeroth_order_search(m, target, o.sigma, cfg, name=metric)
+    out = result.to_json()
+    out.update(bare_forget_metric=bare, target_source=source, note="; ".join(x for x in (note, result.note) if x),
+               records=len(forget))
+    return out
