@@ -31,6 +31,10 @@ the prompting and ECO guards); a guard that must read the whole answer first (AL
 once it has decided. Errors found before generation (context length, capacity) are still
 HTTP errors; one after the first chunk ends the stream with an ``{"error": ...}`` event.
 
+This module wires the routes; beside it: ``http_errors`` (every error as an OpenAI error body), ``auth``
+(API key, admin token), ``request_body`` (size limit, strict JSON, schema validation), ``answers``
+(waiting for the worker, usage), ``sse`` (streamed answers) and ``admin_payloads`` (target bodies).
+
 Verification (``verify_targets``, on by default): each added or changed target is probed in the
 background through the engine's low-priority line, and the figures are written to the audit log as a
 ``target.verified`` event (``verification.py``).
@@ -38,58 +42,46 @@ background through the engine's low-priority line, and the figures are written t
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import json
 import logging
-import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unlearnkit.data.target_matching import compact
 from unlearnkit.models.base import LanguageModel, leaf
-from unlearnkit.service.engine import Answer, Delta, Done, Engine, Job, Started, registry_unavailable
+from unlearnkit.service.admin_payloads import parse_targets
+from unlearnkit.service.answers import usage_of, wait_for_answers
+from unlearnkit.service.auth import check_admin, check_api_key
+from unlearnkit.service.engine import Answer, Engine, Job
 from unlearnkit.service.guard_stack import GuardStack
+from unlearnkit.service.http_errors import install_error_handlers
 from unlearnkit.service.registry_base import RegistryUnavailable, open_registry
+from unlearnkit.service.request_body import read_body, read_json_object, validated
 from unlearnkit.service.schemas import (
     APIError,
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChunkChoice,
-    ChunkDelta,
     Completion,
     CompletionChoice,
     CompletionRequest,
-    ForgetRecordIn,
     ModelCard,
     ModelList,
-    TargetIn,
-    Usage,
-    error_body,
     new_id,
     now,
-    validation_error,
 )
-from unlearnkit.service.settings import ADMIN_TOKEN_ENV, ServeSettings
+from unlearnkit.service.settings import ServeSettings
+from unlearnkit.service.sse import ChatChunks, CompletionChunks, stream_job
 from unlearnkit.service.verification import Verifier, latest_recorded
 
 SQLITE_MAX_INT = 2**63 - 1  # the largest event id the registry can hold
 
 log = logging.getLogger("unlearnkit.service")
-
-_ACTOR = re.compile(r"[^A-Za-z0-9_.@:+-]")
-
 
 def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> FastAPI:
     """The gateway app. ``model`` is the upstream (loaded from ``settings.model`` when
@@ -146,58 +138,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     app = FastAPI(title="unlearnkit gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.engine, app.state.registry, app.state.stack = settings, engine, registry, stack
     app.state.verifier = verifier
-
-    # -- errors ---------------------------------------------------------------------
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError):
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RegistryUnavailable)
-    async def _registry_down(request: Request, exc: RegistryUnavailable):
-        log.warning("%s", exc)
-        return JSONResponse(registry_unavailable().body(), status_code=503, headers={"Retry-After": "1"})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        message = {404: f"no route {request.url.path}", 405: f"method {request.method} is not allowed on "
-                   f"{request.url.path}"}.get(exc.status_code, str(exc.detail))
-        return JSONResponse(error_body(message, kind, None, None), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        """A 400 naming the first bad parameter and what is wrong with it (never echoing its value)."""
-        first = (exc.errors() or [{}])[0]
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")
-               and not str(p).startswith("function-")]
-        param = ".".join(loc) or None
-        msg = first.get("msg", "invalid value")
-        message = f"invalid value for '{param}': {msg}" if param else f"invalid request parameters: {msg}"
-        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse(error_body("internal error", "server_error", None, "internal_error"), status_code=500)
-
-    # -- auth -------------------------------------------------------------------------
-    def check_api_key(request: Request) -> None:
-        if settings.api_key and not _bearer_matches(request, settings.api_key):
-            raise APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
-                           type="invalid_request_error", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
-
-    def check_admin(request: Request) -> str:
-        if not settings.admin_token:
-            raise APIError(403, f"the admin API is disabled: start the server with {ADMIN_TOKEN_ENV} set",
-                           type="permission_error", code="admin_disabled")
-        if not _bearer_matches(request, settings.admin_token):
-            raise APIError(401, "invalid or missing admin token: send 'Authorization: Bearer <admin token>'",
-                           type="authentication_error", code="invalid_admin_token",
-                           headers={"WWW-Authenticate": "Bearer"})
-        who = _ACTOR.sub("", request.headers.get("x-unlearnkit-actor", ""))[:100]
-        return f"admin:{who}" if who else "admin"
+    install_error_handlers(app)
 
     # -- public routes ------------------------------------------------------------------
     upstream_check = _upstream_health(model)
@@ -217,12 +158,12 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.get("/v1/models")
     async def list_models(request: Request):
-        check_api_key(request)
+        check_api_key(request, settings)
         return ModelList(data=[ModelCard(id=served, created=created)]).model_dump()
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, request: Request):
-        check_api_key(request)
+        check_api_key(request, settings)
         if model_id != served:
             raise APIError(404, f"the model '{model_id}' does not exist; this server serves '{served}'",
                            param="model", code="model_not_found")
@@ -230,9 +171,9 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        check_api_key(request)
-        body = await _read_json(request, settings.max_request_bytes)
-        req = _validate(ChatCompletionRequest, body)
+        check_api_key(request, settings)
+        body = await read_json_object(request, settings.max_request_bytes)
+        req = validated(ChatCompletionRequest, body)
         check_model(req.model)
         messages = req.as_prompt()
         max_new = _max_tokens(req.requested_max_tokens(), settings,
@@ -243,9 +184,9 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
                   **_sampling(req), audit_prompt=messages, stream=bool(req.stream))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return await _stream(engine, job, request, _ChatChunks(rid, served, req.n, include_usage))
-        answers = await _answer(engine, job, request)
-        usage = _usage(answers, shared_prompt=True)
+            return await stream_job(engine, job, request, ChatChunks(rid, served, req.n, include_usage))
+        answers = await wait_for_answers(engine, job, request)
+        usage = usage_of(answers, shared_prompt=True)
         return ChatCompletion(
             id=rid, created=now(), model=served, usage=usage,
             choices=[ChatChoice(index=k, message=AssistantMessage(content=a.text), finish_reason=a.finish_reason)
@@ -254,9 +195,9 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        check_api_key(request)
-        body = await _read_json(request, settings.max_request_bytes)
-        req = _validate(CompletionRequest, body)
+        check_api_key(request, settings)
+        body = await read_json_object(request, settings.max_request_bytes)
+        req = validated(CompletionRequest, body)
         check_model(req.model)
         prompts = req.prompts()
         max_new = _max_tokens(req.requested_max_tokens(), settings, "max_tokens")
@@ -270,13 +211,13 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
                   **_sampling(req), audit_prompt=req.prompt, stream=bool(req.stream))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return await _stream(engine, job, request, _CompletionChunks(
+            return await stream_job(engine, job, request, CompletionChunks(
                 rid, served, expanded if req.echo else None, req.n, include_usage))
-        answers = await _answer(engine, job, request)
+        answers = await wait_for_answers(engine, job, request)
         if req.echo:
             answers = [Answer(p + a.text, a.finish_reason, a.prompt_tokens, a.completion_tokens)
                        for p, a in zip(expanded, answers)]
-        usage = _usage(answers, shared_prompt=False, n=req.n)
+        usage = usage_of(answers, shared_prompt=False, n=req.n)
         choices = [CompletionChoice(index=k, text=a.text, finish_reason=a.finish_reason)
                    for k, a in enumerate(answers)]
         return Completion(id=rid, created=now(), model=served, choices=choices, usage=usage).model_dump()
@@ -284,15 +225,15 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     # -- admin routes ---------------------------------------------------------------------
     @app.get("/admin/targets")
     async def list_targets(request: Request):
-        check_admin(request)
+        check_admin(request, settings)
         version, items = await run_in_threadpool(registry.list)
         return {"object": "list", "version": version, "data": items}
 
     @app.post("/admin/targets")
     async def add_targets(request: Request):
-        actor = check_admin(request)
-        raw = await _read_body(request, settings.max_admin_request_bytes)
-        targets, source = _parse_targets(raw, request.headers.get("content-type", ""), settings)
+        actor = check_admin(request, settings)
+        raw = await read_body(request, settings.max_admin_request_bytes)
+        targets, source = parse_targets(raw, request.headers.get("content-type", ""), settings)
         detail = {"client": request.client.host if request.client else None, "source": source}
         result = await run_in_threadpool(registry.add, targets, actor, detail)
         if verifier is not None and (result["added"] or result["updated"]):
@@ -301,7 +242,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.get("/admin/targets/{name:path}")
     async def get_target(name: str, request: Request):
-        check_admin(request)
+        check_admin(request, settings)
         _, items = await run_in_threadpool(registry.list)
         item = _find_target(items, name)
         if item is None:
@@ -317,7 +258,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.delete("/admin/targets/{name:path}")
     async def remove_target(name: str, request: Request):
-        actor = check_admin(request)
+        actor = check_admin(request, settings)
         detail = {"client": request.client.host if request.client else None}
         result = await run_in_threadpool(registry.remove, [name], actor, detail)
         if not result["removed"]:  # the name as the matcher reads it: case, Unicode look-alikes, spacing
@@ -333,7 +274,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.get("/admin/audit")
     async def audit(request: Request, after: int = 0, limit: int = 100, action: str | None = None):
-        check_admin(request)
+        check_admin(request, settings)
         if not 0 <= after <= SQLITE_MAX_INT:
             raise APIError(400, f"'after' must be an event id between 0 and {SQLITE_MAX_INT} (got {after})",
                            param="after", code="invalid_value")
@@ -342,7 +283,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
     @app.get("/admin/stats")
     async def stats(request: Request):
-        check_admin(request)
+        check_admin(request, settings)
         registry_version = await run_in_threadpool(registry.version)  # what the next batch will enforce
         return {**engine.stats, "queue": engine.queue_depth(), **stack.describe(), "registry_version": registry_version}
 
@@ -372,80 +313,6 @@ def _find_target(items: list[dict[str, Any]], name: str) -> dict[str, Any] | Non
     return same[0] if len(same) == 1 else None
 
 
-def _bearer_matches(request: Request, secret: str) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value:
-        return False
-    return hmac.compare_digest(value.strip().encode("utf-8"), secret.encode("utf-8"))
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing anything over ``limit`` bytes with a 413 (checked on the
-    declared length first, then while reading, for chunked uploads). An oversize
-    body is read and discarded (up to 64 MiB) so the client sees the 413 rather
-    than a connection reset mid-upload."""
-    declared = request.headers.get("content-length")
-    over = False
-    if declared is not None:
-        try:
-            over = int(declared) > limit
-        except ValueError:
-            raise APIError(400, "invalid Content-Length header", code="invalid_request") from None
-    body = bytearray()
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if over:
-            if seen > _DRAIN_CAP:
-                break
-            continue
-        body += chunk
-        if len(body) > limit:
-            over, body = True, bytearray()
-    if over:
-        raise APIError(413, f"the request body is larger than this server's limit of {limit} bytes",
-                       code="request_too_large")
-    return bytes(body)
-
-
-_DRAIN_CAP = 64 * 1024 * 1024
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _loads(raw: bytes | str) -> Any:
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except RecursionError:
-        raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the request body is not valid JSON ({_short(exc)})", code="invalid_json") from None
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200]
-
-
-async def _read_json(request: Request, limit: int) -> dict[str, Any]:
-    raw = await _read_body(request, limit)
-    if not raw.strip():
-        raise APIError(400, "the request body is empty: send a JSON object", code="invalid_json")
-    body = _loads(raw)
-    if not isinstance(body, dict):
-        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
-    return body
-
-
-def _validate(model_cls, body: dict[str, Any]):
-    try:
-        return model_cls.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-
-
 def _max_tokens(requested: int | None, settings: ServeSettings, param: str) -> int:
     if requested is None:
         return settings.default_max_tokens
@@ -472,7 +339,6 @@ def _sampling(req) -> dict[str, Any]:
             "seed": req.seed}
 
 
-DISCONNECT_POLL_S = 0.25
 HEALTH_CACHE_S = 2.0
 
 
@@ -492,239 +358,3 @@ def _upstream_health(model):
     return cached
 
 
-async def _check_still_wanted(engine: Engine, job: Job, request: Request | None) -> None:
-    """Abandon ``job`` (the worker drops what is left of it) when its client has left (408) or its deadline has
-    passed (504)."""
-    if request is not None and await request.is_disconnected():
-        job.abandon()
-        raise APIError(408, "the client closed the connection", type="invalid_request_error", code="client_closed")
-    if job.deadline is not None and time.perf_counter() > job.deadline:
-        job.abandon()
-        raise APIError(504, f"the request was not answered within {engine.settings.request_timeout_s:g} s; "
-                       "retry, or ask for fewer tokens", type="server_error", code="timeout")
-
-
-async def _answer(engine: Engine, job: Job, request: Request | None = None) -> list[Answer]:
-    """Wait for the worker's answer; a client that leaves, or a deadline that passes, abandons the job
-    (the worker drops what is left of it) instead of letting it run on for nobody."""
-    future = engine.submit(job)
-    waiting = asyncio.wrap_future(future)
-    try:
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return waiting.result()
-            await _check_still_wanted(engine, job, request)
-    except asyncio.CancelledError:  # the server cancelled the handler: the worker skips or discards it
-        job.abandon()
-        future.cancel()
-        raise
-
-
-def _usage(answers: list[Answer], shared_prompt: bool, n: int = 1) -> Usage:
-    if shared_prompt:
-        prompt = answers[0].prompt_tokens if answers else 0
-    else:
-        prompt = sum(a.prompt_tokens for a in answers[::max(1, n)])
-    completion = sum(a.completion_tokens for a in answers)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-def _sse(events) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-_END = object()  # the job's future is resolved
-
-
-async def _stream(engine: Engine, job: Job, request: Request, chunks) -> StreamingResponse:
-    """Send a streamed job's answers as the worker releases them. The response starts once the request
-    passed the worker's checks, so an error found there is still an HTTP error; a client that leaves, or
-    a deadline that passes, abandons the job."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-
-    def listener(event) -> None:  # worker and model threads
-        try:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-        except RuntimeError:  # the event loop is closed: the server is shutting down
-            pass
-
-    job.listener = listener
-    future = engine.submit(job)
-    future.add_done_callback(lambda _: listener(_END))
-    try:
-        while True:
-            event = await _next_event(events, job, request, engine)
-            if isinstance(event, Started):
-                break
-            if event is _END:
-                future.result()  # the error found before the stream started, as an HTTP error
-                raise APIError(500, "the request ended before its answer started", type="server_error",
-                               code="internal_error")
-    except BaseException:
-        job.abandon()
-        raise
-
-    async def body():
-        done = False
-        try:
-            for line in chunks.start():
-                yield line
-            while True:
-                try:
-                    event = await _next_event(events, job, request, engine)
-                except APIError as exc:
-                    yield _event(exc.body())
-                    return
-                if isinstance(event, Delta):
-                    yield chunks.delta(event.index, event.text)
-                elif isinstance(event, Done):
-                    yield chunks.done(event.index, event.answer)
-                elif event is _END:
-                    exc = future.exception()
-                    if exc is not None:
-                        yield _event(exc.body() if isinstance(exc, APIError) else
-                                     error_body("internal error", "server_error", None, "internal_error"))
-                        return
-                    for line in chunks.end(future.result()):
-                        yield line
-                    done = True
-                    return
-        finally:
-            if not done:
-                job.abandon()
-
-    return _sse(body())
-
-
-async def _next_event(events: asyncio.Queue, job: Job, request: Request, engine: Engine):
-    """The next event of a streamed job; raises APIError when the client left or the deadline passed."""
-    while True:
-        try:
-            return await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
-        except asyncio.TimeoutError:
-            pass
-        await _check_still_wanted(engine, job, request)
-
-
-class _ChatChunks:
-    """``chat.completion.chunk`` events: the role first, then each answer's text as it comes, its
-    finish reason, the usage (if asked for) and ``[DONE]``."""
-
-    def __init__(self, rid: str, model: str, n: int, include_usage: bool):
-        self.rid, self.model, self.n, self.include_usage = rid, model, n, include_usage
-        self.created = now()
-
-    def _chunk(self, choices, usage=None) -> str:
-        return _event(ChatCompletionChunk(id=self.rid, created=self.created, model=self.model, choices=choices,
-                                          usage=usage).model_dump(exclude_none=False))
-
-    def start(self):
-        for k in range(self.n):
-            yield self._chunk([ChunkChoice(index=k, delta=ChunkDelta(role="assistant", content=""))])
-
-    def delta(self, index: int, text: str) -> str:
-        return self._chunk([ChunkChoice(index=index, delta=ChunkDelta(content=text))])
-
-    def done(self, index: int, answer: Answer) -> str:
-        return self._chunk([ChunkChoice(index=index, delta=ChunkDelta(), finish_reason=answer.finish_reason)])
-
-    def end(self, answers: list[Answer]):
-        if self.include_usage:
-            yield self._chunk([], _usage(answers, shared_prompt=True))
-        yield "data: [DONE]\n\n"
-
-
-class _CompletionChunks:
-    """``text_completion`` events: each answer's text as it comes (after its prompt with ``echo``), its
-    finish reason, the usage (if asked for) and ``[DONE]``."""
-
-    def __init__(self, rid: str, model: str, echo: list[str] | None, n: int, include_usage: bool):
-        self.rid, self.model, self.echo, self.n, self.include_usage = rid, model, echo, n, include_usage
-        self.created = now()
-
-    def _chunk(self, index: int, text: str, finish_reason: str | None = None) -> str:
-        return _event(Completion(id=self.rid, created=self.created, model=self.model, usage=None, choices=[
-            CompletionChoice(index=index, text=text, finish_reason=finish_reason)]).model_dump())
-
-    def start(self):
-        for k, prompt in enumerate(self.echo or ()):
-            if prompt:
-                yield self._chunk(k, prompt)
-
-    def delta(self, index: int, text: str) -> str:
-        return self._chunk(index, text)
-
-    def done(self, index: int, answer: Answer) -> str:
-        return self._chunk(index, "", answer.finish_reason)
-
-    def end(self, answers: list[Answer]):
-        if self.include_usage:
-            yield _event(Completion(id=self.rid, created=self.created, model=self.model, choices=[],
-                                    usage=_usage(answers, shared_prompt=False, n=self.n)).model_dump())
-        yield "data: [DONE]\n\n"
-
-
-def _parse_targets(raw: bytes, content_type: str, settings: ServeSettings):
-    """Targets from an admin body: one target, a list, {"targets": [...]}, {"records": [...]}
-    (a forget data file's question/answer records), or JSON Lines of either."""
-    from unlearnkit.data.records import QARecord
-    from unlearnkit.data.targets import Target, targets_from_records
-
-    if not raw.strip():
-        raise APIError(400, "the request body is empty: send a target, a list of targets or forget records",
-                       code="invalid_json")
-    ctype = content_type.lower()
-    if any(k in ctype for k in ("ndjson", "jsonl", "jsonlines")):
-        items: Any = []
-        for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append(_loads(line))
-                except APIError:
-                    raise APIError(400, f"line {n} of the JSON Lines body is not valid JSON",
-                                   code="invalid_json") from None
-        source = "jsonl"
-    else:
-        items = _loads(raw)
-        source = "json"
-    if isinstance(items, dict):
-        if "targets" in items and set(items) <= {"targets"}:
-            items, source = items["targets"], source + ":targets"
-        elif "records" in items and set(items) <= {"records"}:
-            items, source = items["records"], source + ":records"
-        else:
-            items = [items]
-    if not isinstance(items, list) or not items:
-        raise APIError(400, "send a target object, a non-empty list of targets, {\"targets\": [...]} or "
-                       "{\"records\": [...]}", code="invalid_targets")
-    if len(items) > settings.max_targets_per_request:
-        raise APIError(400, f"at most {settings.max_targets_per_request} targets or records per request",
-                       code="too_many_targets")
-    targets: list[Target] = []
-    records: list[QARecord] = []
-    for k, item in enumerate(items):
-        try:
-            if isinstance(item, str):
-                targets.append(Target(**TargetIn(name=item).model_dump()))
-            elif isinstance(item, dict) and "question" in item:
-                r = ForgetRecordIn.model_validate(item)
-                records.append(QARecord(question=r.question, answer=r.answer, subject=r.subject))
-            elif isinstance(item, dict):
-                t = TargetIn.model_validate(item)
-                targets.append(Target(name=t.name, aliases=tuple(t.aliases), description=t.description,
-                                      facts=tuple(t.facts)))
-            else:
-                raise APIError(400, f"item {k} is neither a target nor a forget record", code="invalid_targets")
-        except ValidationError as exc:
-            err = validation_error(exc)
-            raise APIError(400, f"item {k}: {err.message}", param=err.param, code="invalid_targets") from None
-    if records:
-        targets.extend(targets_from_records(records))
-    return targets, source
