@@ -13,7 +13,8 @@ their unweighted mean are reported too.
 
 Scoring runs ONE forward pass per question on Hugging Face models
 (``HFLanguageModel.choice_loglikelihoods``): the prompt (plus any token the four continuations
-share) goes through the model once and the four letter tokens are read from the last position. Other ``LanguageModel``s (guards, which must answer through their own ``score``) get
+share) goes through the model once and the four letter tokens are read from the last position.
+Other ``LanguageModel``s (guards, which must answer through their own ``score``) get
 4 × ``score(..., chat=False)``, the appended end-of-sequence token excluded in both cases.
 
 Data: local files in the Hugging Face export format (``.jsonl`` / ``.json`` / ``.parquet``) with
