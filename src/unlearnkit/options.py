@@ -164,9 +164,8 @@ def _convert(raw: str, ann: Any) -> Any:
             except (ValueError, TypeError) as exc:
                 errors.append(exc)
         raise ValueError(f"{raw!r} fits none of {', '.join(map(type_name, arms))}")
-    if origin is Literal:
-        return _canonical(raw, args, strict=True) if all(isinstance(a, str) for a in args) else \
-            _canonical(_convert(raw, type(args[0])), args, strict=True)
+    if origin is Literal:  # the choice itself is checked with the other choices (check_value)
+        return _canonical(raw if isinstance(args[0], str) else _convert(raw, type(args[0])), args)
     if ann is bool:
         low = raw.lower()
         if low in TRUE_WORDS:
@@ -202,26 +201,24 @@ def _legacy_item(text: str) -> Any:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def _canonical(value: Any, choices: tuple, strict: bool = False) -> Any:
+def _canonical(value: Any, choices: tuple) -> Any:
     if isinstance(value, (tuple, list)):
-        return type(value)(_canonical(v, choices, strict) for v in value)
+        return type(value)(_canonical(v, choices) for v in value)
     if isinstance(value, str) and value not in choices:
         for choice in choices:
             if isinstance(choice, str) and choice.lower() == value.lower():
                 return choice
-    if strict and value not in choices:
-        raise ValueError(f"{value!r} is not one of {choices}")
     return value
 
 
 # -- checking ------------------------------------------------------------------------------------------
-def check_options(options: Any, owner: str) -> None:
+def check_options(options: Any, owner: str = "") -> None:
     """Check every option of the dataclass instance ``options``."""
     for spec in option_specs(type(options)).values():
         check_value(spec, getattr(options, spec.name), owner)
 
 
-def check_values(options_cls: type, values: collections.abc.Mapping[str, Any], owner: str) -> None:
+def check_values(options_cls: type, values: collections.abc.Mapping[str, Any], owner: str = "") -> None:
     """Check the given ``values`` (name -> value) against the options of ``options_cls``."""
     specs = option_specs(options_cls)
     unknown = [k for k in values if k not in specs]
@@ -267,8 +264,8 @@ def fits(value: Any, ann: Any) -> bool:
         return any(fits(value, a) for a in args)
     if ann is type(None):
         return value is None
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args)
+    if origin is Literal:  # the type here; which of the choices, in check_value
+        return any(type(value) is type(a) for a in args)
     if ann is bool:
         return isinstance(value, bool)
     if ann is int:
