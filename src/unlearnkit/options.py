@@ -128,6 +128,24 @@ def read_options(options_cls: type, values: collections.abc.Mapping[str, Any], o
     return out
 
 
+def takes_options(options_cls: type, owner: str):
+    """Decorate ``fn(*args, **options)``: its keyword options go through ``read_options`` first (strings
+    converted, unknown keys and bad values refused), so direct calls are checked like registry calls.
+
+    The function keeps its own defaults; ``options_cls`` declares the same names and defaults with their help,
+    choices and ranges.
+    """
+    def wrap(fn):
+        @functools.wraps(fn)
+        def checked(*args, **options):
+            return fn(*args, **read_options(options_cls, options, owner))
+
+        checked.options_class = options_cls
+        return checked
+
+    return wrap
+
+
 def unknown_options_error(options_cls: type, keys: typing.Iterable[str], owner: str) -> ConfigError:
     keys = list(keys)
     listing = ", ".join(f"{s.name}={_short(s.default)}" if s.default is not REQUIRED else s.name
@@ -391,4 +409,4 @@ def _prefix(owner: str) -> str:
 
 __all__ = ["FALSE_WORDS", "NONE_WORDS", "REQUIRED", "TRUE_WORDS", "NoOptions", "OptionSpec", "check_options",
            "check_value", "check_values", "convert", "defaults", "fits", "kind_text", "option", "option_rows",
-           "option_specs", "read_options", "type_name", "unknown_options_error"]
+           "option_specs", "read_options", "takes_options", "type_name", "unknown_options_error"]
