@@ -286,7 +286,7 @@ def test_save_and_load_model_give_same_flags_and_scores(guard, tmp_path):
     ({"conformal_fnr": "-0.1"}, "conformal_fnr"),
     ({"token_selection": "ner"}, "token_selection"),
     ({"corruption": "shuffle"}, "corruption"),
-    ({"n": "0"}, "n and k"),
+    ({"n": "0"}, "option n must be >= 1"),
     ({"sigma": "-1"}, "sigma"),
     ({"sigma_metric": "rouge"}, "sigma_metric"),
     ({"head": "svm"}, "head"),

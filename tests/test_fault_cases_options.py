@@ -56,7 +56,7 @@ def test_rmu_layer_out_of_range(tiny_data_dir, tmp_path):  # O11
 
 @pytest.mark.parametrize("case, args, says", [
     ("O12", ["--suite", "nosuch"], ["unknown evaluation suite 'nosuch'", "the suites are tofu"]),
-    ("O13", ["--suite", "tofu", "--opt", "nosuch=1"], ["unknown option(s) nosuch for suite 'tofu'", "its options are"]),
+    ("O13", ["--suite", "tofu", "--opt", "nosuch=1"], ["suite 'tofu' has no option 'nosuch'", "(options: forget"]),
     ("O15", ["--eval-limit", "0"], ["eval_limit must be a whole number >= 1 (got 0)", "leave it out"]),
 ])
 def test_bad_evaluation_options(tmp_path, case, args, says):

@@ -25,6 +25,18 @@ SystemPromptOpt = Annotated[Optional[str], typer.Option("--system-prompt", help=
 LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="which answer tokens are scored and trained: openunlearning (default: OpenUnlearning's chat preprocessing) | answer_eos (the answer and one EOS)")]
 PadMaskOpt = Annotated[Optional[bool], typer.Option("--pad-mask/--no-pad-mask", help="hide tokens equal to the pad id (SmolLM2: every <|im_end|>) from attention, as OpenUnlearning's collator does (default: on, or the model's saved chat format)")]
 
+# Training flags (TrainConfig), shared by every verb that trains; unset = the verb's own default.
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="learning rate")]
+EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", help="passes over the training (forget) data")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="optimizer steps (overrides --epochs)")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="examples per micro-batch")]
+GradAccumOpt = Annotated[Optional[int], typer.Option("--grad-accum", help="micro-batches per optimizer step")]
+WarmupRatioOpt = Annotated[Optional[float], typer.Option("--warmup-ratio", help="share of the steps spent warming up the learning rate")]
+WeightDecayOpt = Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="training seed")]
+LoraOpt = Annotated[bool, typer.Option("--lora/--no-lora", help="train LoRA adapters (merged on save)")]
+LoraROpt = Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank")]
+
 
 def _load(spec, system_prompt=None, labels=None, pad_mask=None):
     """load_model with the chat-format overrides of the command line."""
@@ -34,14 +46,12 @@ def _load(spec, system_prompt=None, labels=None, pad_mask=None):
     return set_chat_format(load_model(spec), system_prompt=system_prompt, labels=labels, mask_pad_tokens=pad_mask)
 
 
-def _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora, lora_r, base):
+def _train_config(base, *, lora: bool, **flags):
+    """``base`` with the training flags given on the command line (None = not given) laid over it."""
     from unlearnkit.training.config import TrainConfig
 
     values = dataclasses.asdict(base)
-    for key, value in dict(lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                           warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, lora_r=lora_r).items():
-        if value is not None:
-            values[key] = value
+    values.update({key: value for key, value in flags.items() if value is not None})
     values["lora"] = lora
     return TrainConfig(**values).validate()
 
@@ -198,11 +208,9 @@ def finetune(
     model: ModelOpt = None,
     data: DataOpt = "builtin",
     split: Annotated[Optional[str], typer.Option(help="split to train on (default: the task's full split)")] = None,
-    lr: Optional[float] = None, epochs: Optional[float] = None, max_steps: Optional[int] = None,
-    batch_size: Optional[int] = None, grad_accum: Optional[int] = None, warmup_ratio: Optional[float] = None,
-    weight_decay: Optional[float] = None, seed: Optional[int] = None,
-    lora: Annotated[bool, typer.Option(help="train LoRA adapters (merged on save)")] = False,
-    lora_r: Optional[int] = None,
+    lr: LrOpt = None, epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchSizeOpt = None,
+    grad_accum: GradAccumOpt = None, warmup_ratio: WarmupRatioOpt = None, weight_decay: WeightDecayOpt = None,
+    seed: SeedOpt = None, lora: LoraOpt = False, lora_r: LoraROpt = None,
     force: Annotated[bool, typer.Option(help="retrain even when a cached result matches")] = False,
     system_prompt: SystemPromptOpt = None,
     labels: LabelsOpt = None,
@@ -218,8 +226,9 @@ def finetune(
         root = _data_dir(data)
         name = split or TaskSplits.from_dir(root).full
         records = load_split(root, name)
-        cfg = _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora,
-                            lora_r, FINETUNE_DEFAULTS)
+        cfg = _train_config(FINETUNE_DEFAULTS, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                            grad_accum=grad_accum, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
+                            lora=lora, lora_r=lora_r)
         lm = _load(model, system_prompt, labels, pad_mask)
         _, info, cached = do_finetune(lm, records, out, cfg, base_spec=str(model), label=name, force=force)
         console.print(f"{'cached' if cached else 'trained'}: {out / 'model'} ({info['seconds']:.0f} s to train)")
@@ -236,11 +245,9 @@ def unlearn(
     forget: ForgetOpt = None,
     retain: Annotated[Optional[str], typer.Option(help="retain split (default from the task)")] = None,
     opt: Annotated[Optional[list[str]], typer.Option("--opt", help="method option key=value (repeatable)")] = None,
-    lr: Optional[float] = None, epochs: Optional[float] = None, max_steps: Optional[int] = None,
-    batch_size: Optional[int] = None, grad_accum: Optional[int] = None, warmup_ratio: Optional[float] = None,
-    weight_decay: Optional[float] = None, seed: Optional[int] = None,
-    lora: Annotated[bool, typer.Option(help="train LoRA adapters (merged on save)")] = False,
-    lora_r: Optional[int] = None,
+    lr: LrOpt = None, epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, batch_size: BatchSizeOpt = None,
+    grad_accum: GradAccumOpt = None, warmup_ratio: WarmupRatioOpt = None, weight_decay: WeightDecayOpt = None,
+    seed: SeedOpt = None, lora: LoraOpt = False, lora_r: LoraROpt = None,
     resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint when present")] = True,
     system_prompt: SystemPromptOpt = None,
     labels: LabelsOpt = None,
@@ -256,8 +263,9 @@ def unlearn(
         from unlearnkit.workflows.unlearn import unlearn as do_unlearn
 
         m = build_method(method, _parse_opts(opt or []))
-        cfg = _train_config(lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, seed, lora,
-                            lora_r, TrainConfig())
+        cfg = _train_config(TrainConfig(), lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                            grad_accum=grad_accum, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
+                            lora=lora, lora_r=lora_r)
         task = load_task(_data_dir(data), forget=forget, retain=retain)
         if not resume:
             remove_checkpoint(out)
@@ -328,19 +336,6 @@ def evaluate(
     _run(go)
 
 
-def _coerce(value: str):
-    """A suite option from the command line: int, float, true/false, a comma list, or the string."""
-    low = value.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return [v.strip() for v in value.split(",")] if "," in value else value
-
-
 def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=None, labels=None, pad_mask=None):
     from unlearnkit.errors import ConfigError
     from unlearnkit.evaluation.suites.registry import run_suite, suite_options
@@ -348,7 +343,7 @@ def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=
     from unlearnkit.models import load_model
 
     check_writable(out, "--out file")
-    options = {k: _coerce(v) for k, v in _parse_opts(opts).items()}
+    options: dict = _parse_opts(opts)  # strings: each suite reads them by its options' types
     allowed = suite_options(suite)
     if "batch_size" in allowed:
         options.setdefault("batch_size", batch_size)
@@ -367,18 +362,25 @@ def _eval_suite(suite, out, model, data, opts, batch_size, limit, system_prompt=
     console.print(f"written: {out}")
 
 
+def _print_options(options_cls: type, prefix: str = "") -> None:
+    """Each option: ``--opt name=default``, its type, what values it takes and its help (methods, suites, attacks)."""
+    from rich.markup import escape
+
+    from unlearnkit.options import option_rows
+
+    for row in option_rows(options_cls):
+        kind = row["type"] + (f"; {row['allowed']}" if row["allowed"] else "")
+        console.print(escape(f"    --opt {prefix}{row['name']}={row['default']}  ({kind})  {row['help']}"))
+
+
 @app.command()
 def suites():
     """List the evaluation suites and their options."""
-    import inspect
-
-    from unlearnkit.evaluation.suites.registry import suite_names, suite_options, suite_summary
+    from unlearnkit.evaluation.suites.registry import suite_names, suite_options_class, suite_summary
 
     for name in suite_names():
         console.print(f"[bold]{name}[/bold]: {suite_summary(name)}")
-        for key, default in suite_options(name).items():
-            shown = "(required)" if default is inspect.Parameter.empty else repr(default)
-            console.print(f"    --opt {key}={shown}")
+        _print_options(suite_options_class(name))
 
 
 @app.command()
@@ -430,8 +432,18 @@ def methods():
     for name in method_names():
         cls = get_method_class(name)
         console.print(f"[bold]{name}[/bold] ({cls.family}): {cls.summary}")
-        for f in dataclasses.fields(cls.Options):
-            console.print(f"    --opt {f.name}={f.default!r}  {f.metadata.get('help', '')}")
+        _print_options(cls.Options)
+
+
+@app.command("attacks")
+def list_attacks():
+    """List the attacks and their options (set with 'unlearnkit attack --opt ATTACK.key=value')."""
+    from unlearnkit.attacks import attack_names, get_attack_class
+
+    for name in attack_names():
+        cls = get_attack_class(name)
+        console.print(f"[bold]{name}[/bold] ({cls.applies_to}): {cls.summary}")
+        _print_options(cls.Options, prefix=f"{name}.")
 
 
 @app.command("make-data")
@@ -492,6 +504,7 @@ def attack(
     translator: Annotated[Optional[str], typer.Option(help="model used to translate questions for other-language attacks")] = None,
     seed: int = 0,
     max_new_tokens: int = 64,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="attack option ATTACK.key=value, e.g. many_shot.max_shots=16 (repeatable; see 'unlearnkit attacks')")] = None,
 ):
     """Attack a model or guard: paraphrase, few- and many-shot, masking, languages, jailbreaks, injection, best-of-N, format shift, quantization, relearning, soft prompts."""
 
@@ -502,16 +515,30 @@ def attack(
         from unlearnkit.io import write_json_atomic
         from unlearnkit.models import load_model
 
+        options = _attack_options(opt or [])
         task = load_task(_data_dir(data), forget=forget)
         lm = load_model(model)
         names = [a.strip() for a in attacks.split(",")] if attacks else None
         result = run_attacks(lm, task.forget, names, task.retain, seed=seed, max_new_tokens=max_new_tokens,
-                             translator=load_model(translator) if translator else None)
+                             translator=load_model(translator) if translator else None, options=options)
         write_json_atomic(out, result)
         _print_rows(summary_table(result), "attacks")
         console.print(f"written: {out}")
 
     _run(go)
+
+
+def _attack_options(opts: list[str]) -> dict[str, dict[str, str]]:
+    """``ATTACK.key=value`` items as ``{attack: {key: value}}`` (the attacks read the strings by their options)."""
+    from unlearnkit.errors import ConfigError
+
+    out: dict[str, dict[str, str]] = {}
+    for key, value in _parse_opts(opts).items():
+        attack, dot, name = key.partition(".")
+        if not dot or not attack.strip() or not name.strip():
+            raise ConfigError(f"--opt expects ATTACK.key=value (e.g. many_shot.max_shots=16), got '{key}={value}'")
+        out.setdefault(attack.strip(), {})[name.strip()] = value
+    return out
 
 
 @app.command()

@@ -16,6 +16,7 @@ rate, docs/metrics.md) and ROUGE-L recall against the record's answer.
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 from unlearnkit.data.records import QARecord
 from unlearnkit.errors import ConfigError
 from unlearnkit.models.base import LanguageModel, Prompt
+from unlearnkit.options import NoOptions, option_specs, read_options
 
 APPLIES_TO = ("weights", "guard", "any")
 
@@ -82,12 +84,14 @@ class AttackContext:
 class Attack:
     """One way of asking the forget questions that an unlearned model should still refuse.
 
-    Subclasses set ``name``, ``applies_to`` and ``summary`` and define ``build``.
+    Subclasses set ``name``, ``applies_to`` and ``summary`` and define ``build``; an attack with options
+    declares them in an ``Options`` dataclass (``unlearnkit.options``), read and checked by ``build_attack``.
     """
 
     name: ClassVar[str] = ""
     applies_to: ClassVar[str] = "any"  # "weights" | "guard" | "any"
     summary: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
 
     @classmethod
     def from_context(cls, ctx: AttackContext, **options: Any) -> Attack:
@@ -149,9 +153,17 @@ def get_attack_class(name: str) -> type[Attack]:
 
 
 def build_attack(name: str, ctx: AttackContext | None = None, **options: Any) -> Attack:
+    """The attack ``name`` for a run: its options (strings or values) read and checked through its ``Options``.
+
+    Keywords that are not options but inputs of the attack's constructor (a ``pool`` of records) pass through.
+    """
     cls = get_attack_class(name)
+    specs = option_specs(cls.Options)
+    inputs = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    passed = {k: v for k, v in options.items() if k not in specs and k in inputs}
+    values = read_options(cls.Options, {k: v for k, v in options.items() if k not in passed}, f"attack '{cls.name}'")
     try:
-        return cls.from_context(ctx or AttackContext(), **options)
+        return cls.from_context(ctx or AttackContext(), **values, **passed)
     except TypeError as exc:
         raise ConfigError(f"attack '{name}' got bad options {sorted(options)}: {exc}") from exc
 

@@ -6,16 +6,26 @@ on the forgotten one that some samples say it. Sample j uses seed ``seed + j``, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from unlearnkit.attacks.base import Attack, score_generations
+from unlearnkit.options import check_values, option
+
+
+@dataclass
+class BestOfNOptions:
+    n: int = option(8, "samples per question", minimum=1)
+    temperature: float = option(1.0, "sampling temperature", minimum=0, exclusive_minimum=True)
+    top_p: float = option(1.0, "nucleus sampling mass", minimum=0, maximum=1, exclusive_minimum=True)
 
 
 class BestOfN(Attack):
     name = "best_of_n"
     summary = "N sampled answers per question; a leak if any one leaks"
+    Options = BestOfNOptions
 
     def __init__(self, n: int = 8, temperature: float = 1.0, top_p: float = 1.0):
-        if int(n) < 1 or not float(temperature) > 0 or not 0 < float(top_p) <= 1:
-            raise ValueError(f"need n >= 1, temperature > 0 and top_p in (0, 1] (got {n}, {temperature}, {top_p})")
+        check_values(BestOfNOptions, {"n": n, "temperature": temperature, "top_p": top_p}, f"attack '{self.name}'")
         self.n, self.temperature, self.top_p = int(n), float(temperature), float(top_p)
 
     def describe(self):

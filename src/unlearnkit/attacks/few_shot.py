@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import random
 
+from dataclasses import dataclass
+
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped
 from unlearnkit.attacks.many_shot import shots_messages
+from unlearnkit.options import check_values, option
+
+
+@dataclass
+class FewShotOptions:
+    k: int = option(4, "Q/A examples shown before the question", minimum=1)
 
 
 class FewShot(Attack):
@@ -19,8 +27,7 @@ class FewShot(Attack):
     summary = "k same-domain Q/A examples about other subjects in context, then the question"
 
     def __init__(self, k: int = 4, retain_records=()):
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1 (got {k})")
+        check_values(FewShotOptions, {"k": k}, f"attack '{self.name}'")
         self.k = int(k)
         self.retain_records = list(retain_records)
 

@@ -11,10 +11,18 @@ attack is skipped with the reason.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped, score_generations
 from unlearnkit.attacks.translations import LANGUAGE_NAMES, translate_builtin, translated_keywords
+from unlearnkit.options import option
+
+
+@dataclass
+class LanguageOptions:
+    max_new_tokens: int = option(96, "length of the translator's answer", minimum=1)
+    use_builtin: bool = option(True, "use the built-in translations of the built-in benchmark where they exist")
 
 TRANSLATE_PROMPT = ("Translate the following question into {language}. Keep names, titles, numbers and dates "
                     "exactly as they are. Reply with the translated question only.\n\n{question}")
@@ -34,12 +42,11 @@ def clean_translation(text: str) -> str:
 
 class LanguageAttack(Attack):
     language: ClassVar[str] = ""
+    Options = LanguageOptions
 
     def __init__(self, translator=None, max_new_tokens: int = 96, use_builtin: bool = True):
         self.translator = translator
         self.max_new_tokens = int(max_new_tokens)
-        if not isinstance(use_builtin, bool):  # from a command line: "true"/"false"
-            use_builtin = str(use_builtin).lower() in {"1", "true", "yes"}
         self.use_builtin = use_builtin
         self.sources: list[str] = []
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped
 from unlearnkit.data.records import QARecord
 from unlearnkit.models.base import Prompt, estimate_prompt_tokens
+from unlearnkit.options import option
 
 
 def model_token_counter(model) -> tuple[Callable[[Prompt], int], int | None]:
@@ -48,6 +50,16 @@ def fit_shots(order: Sequence[QARecord], question: str, count: Callable[[Prompt]
     return lo
 
 
+@dataclass
+class ManyShotOptions:
+    context_limit: int | None = option(None, "context length to fill (none = the model's own)", minimum=1)
+    max_new_tokens: int = option(64, "room kept for the answer (default: the run's max_new_tokens)", minimum=1)
+    margin: int = option(32, "tokens kept free besides the answer", minimum=0)
+    n_shots: int | None = option(None, "shots per prompt (none = as many as fit)", minimum=1)
+    max_shots: int = option(128, "shots per prompt at most", minimum=1)
+    repeat: bool = option(True, "reuse retain turns when they run out before the context is full")
+
+
 class ManyShot(Attack):
     """N benign retain Q/A turns before the forget question, N as large as the context allows.
 
@@ -58,6 +70,7 @@ class ManyShot(Attack):
     """
 
     name = "many_shot"
+    Options = ManyShotOptions
     summary = "benign Q/A chat turns from retain data before the forget question, filling the context"
 
     def __init__(self, retain_records: Sequence[QARecord] = (), count_tokens: Callable[[Prompt], int] | None = None,
@@ -70,7 +83,7 @@ class ManyShot(Attack):
         self.margin = int(margin)
         self.n_shots = None if n_shots is None else int(n_shots)
         self.max_shots = int(max_shots)
-        self.repeat = repeat if isinstance(repeat, bool) else str(repeat).lower() in {"1", "true", "yes"}
+        self.repeat = repeat
         self.shots_used: list[int] = []
 
     @classmethod

@@ -11,11 +11,14 @@ guard is attacked through the model under it, unchanged otherwise.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
 from unlearnkit.attacks.base import Attack, AttackSkipped, score_generations
+from unlearnkit.errors import ConfigError
 from unlearnkit.models.base import weights_model
+from unlearnkit.options import check_values, option
 
 
 def fake_quantize_(weight: torch.Tensor, bits: int) -> None:
@@ -43,14 +46,21 @@ def quantized(module: torch.nn.Module, bits: int):
                 p.data.copy_(data)
 
 
+@dataclass
+class QuantizeOptions:
+    bits: tuple[int, ...] = option((4, 8), "bit widths tried, comma-separated", minimum=2, maximum=16)
+
+
 class Quantize(Attack):
     name = "quantize"
     summary = "4- and 8-bit per-channel weight rounding, then the plain questions"
+    Options = QuantizeOptions
 
     def __init__(self, bits=(4, 8)):
-        bits = (bits,) if isinstance(bits, int) else tuple(int(b) for b in bits)
-        if not bits or any(b < 2 or b > 16 for b in bits):
-            raise ValueError(f"bits must be whole numbers in [2, 16] (got {bits})")
+        bits = (bits,) if isinstance(bits, int) else tuple(bits)
+        check_values(QuantizeOptions, {"bits": bits}, f"attack '{self.name}'")
+        if not bits:
+            raise ConfigError(f"attack '{self.name}': option bits is empty: give at least one bit width, e.g. 4,8")
         self.bits = bits
 
     def describe(self):

@@ -13,10 +13,12 @@ from __future__ import annotations
 import random
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped, score_generations
 from unlearnkit.data.records import QARecord
+from unlearnkit.options import option
 
 
 def split_forget(records: Sequence[QARecord], fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
@@ -43,10 +45,24 @@ def recovery_metrics(model, records: Sequence[QARecord], max_new_tokens: int, ba
             "answer_prob": sum(probs) / len(probs), "per_example": scored["per_example"]}
 
 
+@dataclass
+class RelearnBenignOptions:
+    steps: int = option(10, "fine-tuning steps", minimum=1)
+    lr: float = option(5e-5, "learning rate", minimum=0, exclusive_minimum=True)
+    batch_size: int = option(4, "examples per step", minimum=1)
+
+
+@dataclass
+class RelearningOptions(RelearnBenignOptions):
+    fraction: float = option(0.5, "share of the forget records trained on (the rest are measured)", minimum=0,
+                             maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+
+
 class Relearning(Attack):
     name = "relearning"
     applies_to = "weights"
     summary = "fine-tune a few steps on part of the forget set, measure recovery on the rest"
+    Options = RelearningOptions
 
     def __init__(self, fraction: float = 0.5, steps: int = 10, lr: float = 5e-5, batch_size: int = 4,
                  work_dir: str | None = None):
@@ -119,6 +135,7 @@ class RelearnBenign(Relearning):
 
     name = "relearn_benign"
     summary = "fine-tune a few steps on unrelated (retain) data, then ask every forget question"
+    Options = RelearnBenignOptions
 
     def __init__(self, steps: int = 10, lr: float = 5e-5, batch_size: int = 4, work_dir: str | None = None,
                  retain_records: Sequence[QARecord] = ()):

@@ -11,23 +11,35 @@ attacked through the model under it (its intervention acts on the prompt text, w
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped, score_generations
 from unlearnkit.attacks.relearning import split_forget
 from unlearnkit.models.base import weights_model
+from unlearnkit.options import check_values, option
 
 INIT_TEXT = "Answer the question with the exact facts you know."
+
+
+@dataclass
+class SoftPromptOptions:
+    n_tokens: int = option(8, "soft prefix length", minimum=1)
+    steps: int = option(20, "optimisation steps", minimum=1)
+    lr: float = option(1e-2, "learning rate", minimum=0, exclusive_minimum=True)
+    fraction: float = option(0.5, "share of the forget records the prefix is fitted on (the rest are asked)",
+                             minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
 
 
 class SoftPrompt(Attack):
     name = "soft_prompt"
     summary = "optimise a soft prefix of input embeddings on half the forget answers, ask the other half"
+    Options = SoftPromptOptions
 
     def __init__(self, n_tokens: int = 8, steps: int = 20, lr: float = 1e-2, fraction: float = 0.5):
-        if int(n_tokens) < 1 or int(steps) < 1 or not float(lr) > 0:
-            raise ValueError(f"need n_tokens >= 1, steps >= 1 and lr > 0 (got {n_tokens}, {steps}, {lr})")
+        check_values(SoftPromptOptions, {"n_tokens": n_tokens, "steps": steps, "lr": lr, "fraction": fraction},
+                     f"attack '{self.name}'")
         self.n_tokens, self.steps, self.lr, self.fraction = int(n_tokens), int(steps), float(lr), float(fraction)
 
     @classmethod

@@ -17,9 +17,11 @@ import random
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from unlearnkit.attacks.base import Attack
 from unlearnkit.data.records import QARecord
+from unlearnkit.options import option
 
 FRAMES = (
     "{question}",
@@ -177,6 +179,11 @@ def _keyword_set(record: QARecord, name: str) -> set[str]:
     return {k for k in keys if k not in drop and not mentions(k, name)}
 
 
+@dataclass
+class TargetMaskingOptions:
+    n_facts: int = option(2, "facts from the subject's other records that describe it", minimum=1)
+
+
 class TargetMasking(Attack):
     """Replace the subject's name by a description from its other records (``n_facts`` facts).
 
@@ -186,6 +193,7 @@ class TargetMasking(Attack):
 
     name = "target_masking"
     summary = "ask about the target by its attributes without naming it"
+    Options = TargetMaskingOptions
 
     def __init__(self, n_facts: int = 2, pool: Sequence[QARecord] = (), frames: Sequence[str] = FRAMES):
         self.n_facts = int(n_facts)

@@ -57,6 +57,7 @@ from unlearnkit.methods.alu_targets_file import load_targets_file
 from unlearnkit.methods.base import option
 from unlearnkit.methods.guards import Guard, GuardMethod
 from unlearnkit.models.base import LanguageModel, Prompt, last_user_message
+from unlearnkit.options import check_options as check_declared
 
 BACKEND_OPTIONS = {"vanilla": "vanilla_model", "audit": "audit_model", "erase": "audit_model",
                    "critic": "critic_model", "composer": "composer_model"}
@@ -65,22 +66,25 @@ INDEX_FILE = "alu_index.npz"
 
 @dataclass
 class ALUOptions:
-    k: int = option(5, "K: sanitised candidate rewrites per leaking answer")
-    j: int = option(3, "J: best-rated candidates kept for the composer (1 <= J <= K)")
-    tau: float = option(4.0, "tau: minimum mean critic rating (1..5) of the J kept; below it the guard refuses")
-    top_m: int = option(3, "relevant targets retrieved per query (the only ones the agents see)")
+    k: int = option(5, "K: sanitised candidate rewrites per leaking answer", minimum=1)
+    j: int = option(3, "J: best-rated candidates kept for the composer (1 <= J <= K)", minimum=1)
+    tau: float = option(4.0, "tau: minimum mean critic rating (1..5) of the J kept; below it the guard refuses",
+                        minimum=1, maximum=5)
+    top_m: int = option(3, "relevant targets retrieved per query (the only ones the agents see)", minimum=1)
     retrieval_threshold: float = option(
         0.65, "minimum embedding cosine for a target to count as relevant (name, name-part and key-term matches "
-              "always count); no relevant target means a clean query, answered with one LLM call")
-    embedder: str = option("minilm", "retrieval embeddings: minilm (all-MiniLM-L6-v2) or hashing (lexical, no model)")
+              "always count); no relevant target means a clean query, answered with one LLM call",
+        minimum=-1, maximum=1)
+    embedder: str = option("minilm", "retrieval embeddings: minilm (all-MiniLM-L6-v2) or hashing (lexical, no model)",
+                           choices=("minilm", "hashing"))
     references: bool = option(True, "retrieve targets a question refers to without naming them (works, roles, "
                                     "places, dates: data/reference_detection; exact facets only with embedder=hashing)")
     name_hit_is_leak: bool = option(True, "an exact target name/alias in the question or draft is a direct leak "
                                            "without asking the audit judge")
     judge_fail_closed: bool = option(True, "an unreadable audit verdict counts as a leak")
-    rewrite_temperature: float = option(0.7, "sampling temperature of the K rewrites (0 = greedy)")
-    verdict_max_new_tokens: int = option(8, "tokens the audit judge and the critic may write")
-    facts_per_target: int = option(3, "facts per retrieved target shown to the agents")
+    rewrite_temperature: float = option(0.7, "sampling temperature of the K rewrites (0 = greedy)", minimum=0)
+    verdict_max_new_tokens: int = option(8, "tokens the audit judge and the critic may write", minimum=1)
+    facts_per_target: int = option(3, "facts per retrieved target shown to the agents", minimum=0)
     refusal: str = option(agents.DEFAULT_REFUSAL, "the fixed refusal text")
     vanilla_model: str = option("", "backend of the vanilla agent (load_model spec or http URL; '' = guarded model)")
     audit_model: str = option("", "backend of AuditErase (check and rewrite); '' = guarded model")
@@ -92,22 +96,9 @@ class ALUOptions:
 
 
 def check_options(o: ALUOptions) -> None:
-    if o.k < 1:
-        raise ConfigError(f"ALU option k must be >= 1, got {o.k}")
-    if not 1 <= o.j <= o.k:
+    check_declared(o, "ALU")
+    if o.j > o.k:
         raise ConfigError(f"ALU option j must be between 1 and k={o.k}, got {o.j}")
-    if not 1.0 <= o.tau <= 5.0:
-        raise ConfigError(f"ALU option tau is a mean rating on the 1..5 scale, got {o.tau}")
-    if o.top_m < 1:
-        raise ConfigError(f"ALU option top_m must be >= 1, got {o.top_m}")
-    if not -1.0 <= o.retrieval_threshold <= 1.0:
-        raise ConfigError(f"ALU option retrieval_threshold must be in [-1, 1], got {o.retrieval_threshold}")
-    if o.embedder.lower() not in {"minilm", "hashing"}:
-        raise ConfigError(f"ALU option embedder must be minilm or hashing, got '{o.embedder}'")
-    if o.rewrite_temperature < 0:
-        raise ConfigError(f"ALU option rewrite_temperature must be >= 0, got {o.rewrite_temperature}")
-    if o.verdict_max_new_tokens < 1 or o.facts_per_target < 0:
-        raise ConfigError("ALU options verdict_max_new_tokens must be >= 1 and facts_per_target >= 0")
     if not o.refusal.strip():
         raise ConfigError("ALU option refusal must not be empty")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from unlearnkit.errors import ConfigError
+from unlearnkit.options import NoOptions, check_options, option, read_options
 
 if TYPE_CHECKING:
     from unlearnkit.data.task import TaskData
@@ -26,16 +26,6 @@ if TYPE_CHECKING:
     from unlearnkit.training.context import TrainContext
 
 Batch = dict[str, torch.Tensor]
-
-
-@dataclasses.dataclass
-class NoOptions:
-    """This method has no hyperparameters of its own."""
-
-
-def option(default: Any, help: str) -> Any:
-    """A documented hyperparameter (shown by ``unlearnkit methods``)."""
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 class UnlearningMethod(ABC):
@@ -51,22 +41,19 @@ class UnlearningMethod(ABC):
         if overrides:
             options = dataclasses.replace(options, **overrides)
         self.options = options
+        check_options(options, f"method '{self.name}'")
         self.validate()
 
     @classmethod
     def from_strings(cls, pairs: dict[str, str]) -> UnlearningMethod:
-        """Build from ``--opt key=value`` pairs, converting to each field's type."""
-        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
-        values: dict[str, Any] = {}
-        for key, raw in pairs.items():
-            if key not in fields:
-                known = ", ".join(fields) or "none"
-                raise ConfigError(f"method '{cls.name}' has no option '{key}' (options: {known})")
-            values[key] = _convert(raw, fields[key].default, key)
-        return cls(**values)
+        """Build from ``--opt key=value`` pairs, converting each by its field's annotation (``unlearnkit.options``)."""
+        return cls(**read_options(cls.Options, pairs, f"method '{cls.name}'"))
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` for bad hyperparameters, before any work starts."""
+        """Raise ``ConfigError`` for bad combinations of hyperparameters, before any work starts.
+
+        Each option's own type, choices and range are checked already (``option(..., choices=, minimum=)``).
+        """
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "family": self.family, "options": dataclasses.asdict(self.options)}
@@ -126,22 +113,4 @@ class WeightEditingMethod(UnlearningMethod):
         """Edit weights right after each optimizer step (e.g. undo weight decay outside a mask)."""
 
 
-def _convert(raw: str, default: Any, key: str) -> Any:
-    try:
-        if isinstance(default, bool):
-            if raw.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if raw.lower() in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-        if isinstance(default, int) and not isinstance(default, bool):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, tuple):
-            return tuple(int(x) if x.strip().lstrip("-").isdigit() else x.strip() for x in raw.split(","))
-    except ValueError as exc:
-        raise ConfigError(f"option '{key}' expects a value like {default!r}, got '{raw}'") from exc
-    if default is None and raw.lower() == "none":
-        return None
-    return raw
+__all__ = ["Batch", "NoOptions", "UnlearningMethod", "WeightEditingMethod", "option"]

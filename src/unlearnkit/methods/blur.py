@@ -45,15 +45,18 @@ ZERO_NORM_SQ = 1e-24  # ‖g_f‖² at or below this counts as "no forget gradie
 
 @dataclass
 class BLUROptions:
-    forget_loss: str = option("npo", "lower-level (forget) loss: 'npo', 'grad_ascent' or 'rmu'")
+    forget_loss: str = option("npo", "lower-level (forget) loss", choices=FORGET_LOSSES)
     retain_loss: str = option("nll", "upper-level (retain) loss: 'nll', 'kl' to the frozen original, or 'rmu' "
-                                     "(activation MSE to the frozen model; only with forget_loss=rmu)")
-    gamma: float = option(1.0, "γ: required forget progress, <d, g_f> = γ·‖g_f‖²")
-    alpha: float = option(1.0, "α: weight of the retain component orthogonal to g_f (RMU variant)")
-    beta: float = option(0.1, "NPO inverse temperature β (forget_loss=npo)")
-    layer: int = option(-1, "RMU variant: steered layer ℓ; -1 = num_layers // 2")
-    steering_coeff: float = option(6.5, "RMU variant: scale c of the random direction")
-    update_layers: tuple = option((), "RMU variant: layers whose mlp.down_proj trains; empty = (ℓ-2, ℓ-1, ℓ)")
+                                     "(activation MSE to the frozen model; only with forget_loss=rmu)",
+                              choices=RETAIN_LOSSES)
+    gamma: float = option(1.0, "γ: required forget progress, <d, g_f> = γ·‖g_f‖²", minimum=0, exclusive_minimum=True)
+    alpha: float = option(1.0, "α: weight of the retain component orthogonal to g_f (RMU variant)", minimum=0)
+    beta: float = option(0.1, "NPO inverse temperature β (forget_loss=npo)", minimum=0, exclusive_minimum=True)
+    layer: int | None = option(None, "RMU variant: steered layer ℓ; none = num_layers // 2", minimum=0)
+    steering_coeff: float = option(6.5, "RMU variant: scale c of the random direction", minimum=0,
+                                   exclusive_minimum=True)
+    update_layers: tuple[int, ...] = option((), "RMU variant: layers whose mlp.down_proj trains (comma-separated); "
+                                                "empty = (ℓ-2, ℓ-1, ℓ)", minimum=0)
 
 
 class BLUR(WeightEditingMethod):
@@ -63,23 +66,12 @@ class BLUR(WeightEditingMethod):
 
     def validate(self):
         o = self.options
-        if o.forget_loss not in FORGET_LOSSES:
-            raise ConfigError(f"forget_loss must be one of {', '.join(FORGET_LOSSES)} (got '{o.forget_loss}')")
-        if o.retain_loss not in RETAIN_LOSSES:
-            raise ConfigError(f"retain_loss must be one of {', '.join(RETAIN_LOSSES)} (got '{o.retain_loss}')")
         if o.retain_loss == "rmu" and o.forget_loss != "rmu":
             raise ConfigError("retain_loss=rmu needs forget_loss=rmu (both act on the same layer's activations)")
-        if not math.isfinite(o.gamma) or o.gamma <= 0:
-            raise ConfigError(f"gamma must be > 0 (got {o.gamma})")
-        if o.alpha < 0:
-            raise ConfigError(f"alpha must be >= 0 (got {o.alpha})")
-        if o.beta <= 0:
-            raise ConfigError(f"beta must be > 0 (got {o.beta})")
         self._npo = NPO(beta=o.beta) if o.forget_loss == "npo" else None
         self._ga = GradAscent() if o.forget_loss == "grad_ascent" else None
         self._rmu = None
         if o.forget_loss == "rmu":
-            RMUCore.check_options(o.layer, o.steering_coeff, o.update_layers)
             self._rmu = RMUCore(o.layer, o.steering_coeff, o.update_layers)
 
     # -- hooks -----------------------------------------------------------------

@@ -52,91 +52,62 @@ from unlearnkit.methods.eco_prompts import (GENERIC_QUESTIONS, examples_from_rec
 from unlearnkit.methods.eco_sigma import SIGMA_FILE, SIGMA_METRICS, search_sigma
 from unlearnkit.methods.guards import Guard, GuardMethod
 from unlearnkit.models.base import LanguageModel, last_user_message
+from unlearnkit.options import check_options
 
 STATE_FILE = "eco_state.json"
 
 @dataclass
 class ECOOptions:
     encoder: str = option("minilm", "prompt-classifier encoder: minilm (all-MiniLM-L6-v2), llm (the target model's "
-                                    "mean-pooled hidden states) or hashing (lexical, no model)")
-    head: str = option("logistic", "classifier head: logistic (class-balanced logistic regression) or mlp")
-    c: float = option(1.0, "inverse regularisation strength of the head")
-    threshold: float = option(0.5, "flag a prompt when p(forget|prompt) > threshold (unless conformal_fnr > 0)")
+                                    "mean-pooled hidden states) or hashing (lexical, no model)", choices=ENCODERS)
+    head: str = option("logistic", "classifier head: logistic (class-balanced logistic regression) or mlp",
+                       choices=HEADS)
+    c: float = option(1.0, "inverse regularisation strength of the head", minimum=0, exclusive_minimum=True)
+    threshold: float = option(0.5, "flag a prompt when p(forget|prompt) > threshold (unless conformal_fnr > 0)",
+                              minimum=0, maximum=1, exclusive_maximum=True)
     conformal_fnr: float = option(0.0, "if > 0: calibrate the threshold by split conformal prediction to this "
-                                        "false-negative rate on held-out forget prompts")
-    calibration_fraction: float = option(0.3, "share of forget prompt groups held out for conformal calibration")
+                                        "false-negative rate on held-out forget prompts (0 = off)",
+                                  minimum=0, maximum=1, exclusive_maximum=True)
+    calibration_fraction: float = option(0.3, "share of forget prompt groups held out for conformal calibration",
+                                         minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
     name_match: bool = option(True, "also flag any prompt naming a target or alias (case- and spacing-insensitive; "
                                     "not in the paper)")
     references: bool = option(True, "also flag any prompt that refers to a target without its name (its works, "
                                     "roles, places, dates: data/reference_detection; MiniLM with encoder=minilm or "
                                     "llm, exact facets only with encoder=hashing; not in the paper)")
-    llm_layer: float = option(0.5, "encoder=llm: relative depth (0, 1] of the pooled hidden states")
-    max_negatives: int = option(2000, "retain prompts used as classifier negatives at most (seeded sample)")
+    llm_layer: float = option(0.5, "encoder=llm: relative depth of the pooled hidden states", minimum=0, maximum=1,
+                              exclusive_minimum=True)
+    max_negatives: int = option(2000, "retain prompts used as classifier negatives at most (seeded sample)",
+                                minimum=1)
     swap_negatives: int = option(2, "hard negatives per forget prompt naming a target: the same prompt with the "
-                                     "name replaced by another person's (0 = off; not in the paper)")
+                                     "name replaced by another person's (0 = off; not in the paper)", minimum=0)
     token_selection: str = option("entity", "tokens to corrupt: entity (the targets' names/aliases/key terms in "
-                                            "the prompt) or all (every prompt token but the last)")
+                                            "the prompt) or all (every prompt token but the last)",
+                                  choices=SELECTIONS)
     entity_fallback: bool = option(True, "entity mode: corrupt all prompt tokens but the last when a flagged prompt "
                                          "contains no target term")
-    corruption: str = option("rand_noise_first_n", "rand_noise_first_n | rand_noise_top_k | zero_out_top_k | "
-                                                   "flip_sign_top_k")
-    n: int = option(1, "rand_noise_first_n: number of leading embedding dims that get noise")
-    k: int = option(8, "*_top_k: number of largest-magnitude embedding dims changed")
-    sigma: float = option(1.0, "noise standard deviation σ (the initial value when sigma_search is on)")
+    corruption: str = option("rand_noise_first_n", "how flagged prompts' embeddings change", choices=CORRUPTIONS)
+    n: int = option(1, "rand_noise_first_n: number of leading embedding dims that get noise", minimum=1)
+    k: int = option(8, "*_top_k: number of largest-magnitude embedding dims changed", minimum=1)
+    sigma: float = option(1.0, "noise standard deviation σ (the initial value when sigma_search is on)", minimum=0)
     sigma_search: bool = option(True, "tune σ by zeroth-order search on the forget set when unlearning")
     sigma_metric: str = option("prob", "σ search metric: prob (mean normalised answer probability on the forget "
                                        "set: monotone in σ) or truth_ratio (forget truth-ratio score; falls back "
-                                       "to prob when the records lack perturbed answers)")
-    sigma_target: float = option(-1.0, "value of the metric to reach; < 0 = the bare model's value on the holdout "
-                                       "split (questions it never saw)")
-    sigma_steps: int = option(10, "σ search steps")
-    sigma_lr: float = option(10.0, "σ search learning rate")
-    sigma_eps: float = option(0.5, "σ search central-difference half-width ε")
-    sigma_min: float = option(0.1, "lower bound of σ during the search")
-    sigma_tol: float = option(0.02, "stop the σ search once |metric − target| <= tol")
+                                       "to prob when the records lack perturbed answers)", choices=SIGMA_METRICS)
+    sigma_target: float | None = option(None, "value of the metric to reach; none = the bare model's value on the "
+                                              "holdout split (questions it never saw)", minimum=0)
+    sigma_steps: int = option(10, "σ search steps", minimum=0)
+    sigma_lr: float = option(10.0, "σ search learning rate", minimum=0, exclusive_minimum=True)
+    sigma_eps: float = option(0.5, "σ search central-difference half-width ε", minimum=0, exclusive_minimum=True)
+    sigma_min: float = option(0.1, "lower bound of σ during the search", minimum=0)
+    sigma_tol: float = option(0.02, "stop the σ search once |metric − target| <= tol", minimum=0)
     sigma_records: int = option(64, "forget and holdout records the σ search scores, at most (a seeded sample: the "
-                                    "search costs the same for 1 or 1000 targets; 0 = all)")
+                                    "search costs the same for 1 or 1000 targets; 0 = all)", minimum=0)
     seed: int = option(0, "seed of the noise, the classifier and the negative sample")
 
-
-def check_options(o: ECOOptions) -> None:
-    def bad(msg: str):
-        raise ConfigError(f"ECO option {msg}")
-
-    if o.encoder.lower() not in ENCODERS:
-        bad(f"encoder must be one of {', '.join(ENCODERS)}, got '{o.encoder}'")
-    if o.head.lower() not in HEADS:
-        bad(f"head must be one of {', '.join(HEADS)}, got '{o.head}'")
-    if not o.c > 0:
-        bad(f"c must be > 0, got {o.c}")
-    if not 0.0 <= o.threshold < 1.0:
-        bad(f"threshold must be in [0, 1), got {o.threshold}")
-    if not 0.0 <= o.conformal_fnr < 1.0:
-        bad(f"conformal_fnr must be in [0, 1) (0 = off), got {o.conformal_fnr}")
-    if not 0.0 < o.calibration_fraction < 1.0:
-        bad(f"calibration_fraction must be in (0, 1), got {o.calibration_fraction}")
-    if not 0.0 < o.llm_layer <= 1.0:
-        bad(f"llm_layer is a relative depth in (0, 1], got {o.llm_layer}")
-    if o.max_negatives < 1:
-        bad(f"max_negatives must be >= 1, got {o.max_negatives}")
-    if o.swap_negatives < 0:
-        bad(f"swap_negatives must be >= 0, got {o.swap_negatives}")
-    if o.token_selection not in SELECTIONS:
-        bad(f"token_selection must be one of {', '.join(SELECTIONS)}, got '{o.token_selection}'")
-    if o.corruption not in CORRUPTIONS:
-        bad(f"corruption must be one of {', '.join(CORRUPTIONS)}, got '{o.corruption}'")
-    if o.n < 1 or o.k < 1:
-        bad(f"n and k must be >= 1, got n={o.n}, k={o.k}")
-    if not (o.sigma >= 0 and np.isfinite(o.sigma)):
-        bad(f"sigma must be a finite number >= 0, got {o.sigma}")
-    if o.sigma_metric not in SIGMA_METRICS:
-        bad(f"sigma_metric must be one of {', '.join(SIGMA_METRICS)}, got '{o.sigma_metric}'")
-    if o.sigma_steps < 0:
-        bad(f"sigma_steps must be >= 0, got {o.sigma_steps}")
-    if o.sigma_records < 0:
-        bad(f"sigma_records must be >= 0 (0 = all), got {o.sigma_records}")
-    if not (o.sigma_lr > 0 and o.sigma_eps > 0 and o.sigma_min >= 0 and o.sigma_tol >= 0):
-        bad("sigma_lr and sigma_eps must be > 0, sigma_min and sigma_tol >= 0")
+    def __post_init__(self):
+        if self.sigma_target is not None and self.sigma_target < 0:  # how "unset" was written before none
+            self.sigma_target = None
 
 
 def _is_hf(model) -> bool:
@@ -360,9 +331,6 @@ class ECO(GuardMethod):
     summary = "Embedding-corrupted prompts: a prompt classifier + noise on flagged prompts' embeddings (no weight change)."
     Options = ECOOptions
     guard_class = ECOGuard
-
-    def validate(self) -> None:
-        check_options(self.options)
 
     def apply(self, model, task, out_dir, train):
         targets = targets_from_records(task.forget)

@@ -194,13 +194,13 @@ def search_sigma(guard, task, batch_size: int = 16) -> dict:
     holdout = capped_sample(task.holdout or [], o.sigma_records, o.seed)
     note = ""
     if metric == "truth_ratio" and not (has_truth_ratio_fields(forget) and
-                                        (o.sigma_target >= 0 or has_truth_ratio_fields(holdout))):
+                                        (o.sigma_target is not None or has_truth_ratio_fields(holdout))):
         metric, note = "prob", "truth_ratio needs paraphrased and perturbed answers; used prob"
     if metric == "prob":
         forget = list(task.forget)
     forget = capped_sample(forget, o.sigma_records, o.seed)
     bare = metric_of_scores(metric, forget, lambda p, a: guard.base.score(p, a, batch_size=batch_size))
-    if o.sigma_target >= 0:
+    if o.sigma_target is not None:
         target, source = float(o.sigma_target), "option sigma_target"
     elif holdout:
         target = metric_of_scores(metric, holdout, lambda p, a: guard.base.score(p, a, batch_size=batch_size))

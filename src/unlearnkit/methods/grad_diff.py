@@ -4,27 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import WeightEditingMethod, option
 from unlearnkit.methods.losses import nll
-from unlearnkit.methods.retain_terms import check_retain_loss, retain_loss
+from unlearnkit.methods.retain_terms import RETAIN_LOSSES, retain_loss
 
 
 @dataclass
 class GradDiffOptions:
-    retain_loss: str = option("nll", "retain term: 'nll' on the retain set or 'kl' to the frozen original")
-    alpha: float = option(1.0, "weight of the retain term")
+    retain_loss: str = option("nll", "retain term: 'nll' on the retain set or 'kl' to the frozen original",
+                              choices=RETAIN_LOSSES)
+    alpha: float = option(1.0, "weight of the retain term", minimum=0)
 
 
 class GradDiff(WeightEditingMethod):
     name = "grad_diff"
     summary = "Gradient ascent on forget, descent on retain (NLL or KL)."
     Options = GradDiffOptions
-
-    def validate(self):
-        check_retain_loss(self.options.retain_loss)
-        if self.options.alpha < 0:
-            raise ConfigError(f"alpha must be >= 0 (got {self.options.alpha})")
 
     def setup(self, ctx):
         if self.options.retain_loss == "kl":

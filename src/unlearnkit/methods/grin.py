@@ -28,7 +28,6 @@ i.e. the original target. GRIN edits individual weights, so it refuses LoRA.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +38,7 @@ from unlearnkit.methods.grad_ascent import GradAscent
 from unlearnkit.methods.grad_diff import GradDiff
 from unlearnkit.methods.grin_mask import gradient_magnitudes, ratio_scores, round_scores, save_mask, select_top
 from unlearnkit.methods.npo import NPO
+from unlearnkit.methods.retain_terms import RETAIN_LOSSES
 
 FINETUNE_LOSSES = ("npo", "grad_diff", "grad_ascent")
 EMBEDDING_NAMES = ("embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out")
@@ -50,18 +50,21 @@ def _is_embedding(name: str) -> bool:
 
 @dataclass
 class GRINOptions:
-    p: float = option(0.01, "fraction of weights in the mask, in (0, 1]")
+    p: float = option(0.01, "fraction of weights in the mask", minimum=0, maximum=1, exclusive_minimum=True)
     per_tensor: bool = option(False, "take the top-p within each tensor instead of globally")
-    sigma: float = option(0.1, "noise std on masked weights, relative to each tensor's std (0 = no noise)")
-    eps: float = option(1e-8, "ε in S = G_f / (G_r + ε)")
+    sigma: float = option(0.1, "noise std on masked weights, relative to each tensor's std (0 = no noise)", minimum=0)
+    eps: float = option(1e-8, "ε in S = G_f / (G_r + ε)", minimum=0, exclusive_minimum=True)
     retain_floor: float = option(0.0, "adds this share of the mean G_r to ε, so entries the retain set never "
-                                      "touches (G_r = 0) do not fill the mask on a tiny G_f (0 = the paper's ε only)")
+                                      "touches (G_r = 0) do not fill the mask on a tiny G_f (0 = the paper's ε only)",
+                                minimum=0)
     score_bits: int = option(8, "mantissa bits kept of each score before ranking: float-rounding differences "
-                                "between machines become ties, broken by position (0 = full precision)")
-    finetune_loss: str = option("npo", "fine-tuning loss: 'npo', 'grad_diff' or 'grad_ascent'")
-    beta: float = option(0.1, "NPO inverse temperature β (finetune_loss=npo)")
-    alpha: float = option(1.0, "weight of the retain term (npo, grad_diff)")
-    retain_loss: str = option("nll", "retain term: 'nll' or 'kl' to the frozen original (npo, grad_diff)")
+                                "between machines become ties, broken by position (0 = full precision)", minimum=0,
+                              maximum=23)
+    finetune_loss: str = option("npo", "fine-tuning loss", choices=FINETUNE_LOSSES)
+    beta: float = option(0.1, "NPO inverse temperature β (finetune_loss=npo)", minimum=0, exclusive_minimum=True)
+    alpha: float = option(1.0, "weight of the retain term (npo, grad_diff)", minimum=0)
+    retain_loss: str = option("nll", "retain term: 'nll' or 'kl' to the frozen original (npo, grad_diff)",
+                              choices=RETAIN_LOSSES)
     skip_embeddings: bool = option(False, "leave the token embeddings and LM head out of the mask (not in the paper: "
                                           "rows of tokens seen only in the forget set have G_r = 0 and fill it)")
 
@@ -73,24 +76,12 @@ class GRIN(WeightEditingMethod):
 
     def validate(self):
         o = self.options
-        if not (0 < o.p <= 1):
-            raise ConfigError(f"p must be in (0, 1] (got {o.p})")
-        if not math.isfinite(o.sigma) or o.sigma < 0:
-            raise ConfigError(f"sigma must be >= 0 (got {o.sigma})")
-        if not o.eps > 0:
-            raise ConfigError(f"eps must be > 0 (got {o.eps})")
-        if not math.isfinite(o.retain_floor) or o.retain_floor < 0:
-            raise ConfigError(f"retain_floor must be >= 0 (got {o.retain_floor})")
-        if not 0 <= o.score_bits <= 23:
-            raise ConfigError(f"score_bits must be in [0, 23] (got {o.score_bits})")
         if o.finetune_loss == "npo":
             self._inner = NPO(beta=o.beta, alpha=o.alpha, retain_loss=o.retain_loss)
         elif o.finetune_loss == "grad_diff":
             self._inner = GradDiff(alpha=o.alpha, retain_loss=o.retain_loss)
-        elif o.finetune_loss == "grad_ascent":
-            self._inner = GradAscent()
         else:
-            raise ConfigError(f"finetune_loss must be one of {', '.join(FINETUNE_LOSSES)} (got '{o.finetune_loss}')")
+            self._inner = GradAscent()
 
     # -- setup: scores, mask, noise ------------------------------------------------
     def setup(self, ctx):

@@ -141,42 +141,26 @@ def load_guard(path: Path, device: str | None = None) -> Guard:
 def _checked_options(cls: type[GuardMethod], options: Any, file: Path) -> dict:
     """guard.json's options, each of its field's type and valid for the method. Keys no longer known (an option
     removed since the guard was saved) are dropped with a warning, so older guards keep loading."""
-    import dataclasses
     import logging
+
+    from unlearnkit.options import fits, kind_text, option_specs
 
     if options is None:
         options = {}
     if not isinstance(options, dict):
         raise ModelLoadError(f"{file}: 'options' must be a JSON object; recreate the guard with 'unlearnkit unlearn'")
-    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
-    unknown = sorted(set(options) - set(fields))
+    specs = option_specs(cls.Options)
+    unknown = sorted(set(options) - set(specs))
     if unknown:
         logging.getLogger(__name__).warning("%s: ignoring option(s) %s that method '%s' does not have (options: %s)",
-                                            file, ", ".join(unknown), cls.name, ", ".join(fields))
-    kept = {k: v for k, v in options.items() if k in fields}
+                                            file, ", ".join(unknown), cls.name, ", ".join(specs))
+    kept = {k: v for k, v in options.items() if k in specs}
     for key, value in kept.items():
-        if not _same_kind(value, fields[key].default):
-            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
-                type(fields[key].default), "a list")
-            raise ModelLoadError(f"{file}: option '{key}' must be {kind}, got {value!r:.80}; fix it, or recreate "
-                                 "the guard with 'unlearnkit unlearn'")
+        if not fits(value, specs[key].annotation):
+            raise ModelLoadError(f"{file}: option '{key}' must be {kind_text(specs[key].annotation)}, got "
+                                 f"{value!r:.80}; fix it, or recreate the guard with 'unlearnkit unlearn'")
     try:
         cls(cls.Options(**kept))  # runs the method's own checks of its options
     except (ConfigError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{file}: {exc}; fix it, or recreate the guard with 'unlearnkit unlearn'") from exc
     return kept
-
-
-def _same_kind(value: Any, default: Any) -> bool:
-    """A JSON value fits an option whose default is ``default`` (ints fit floats; lists fit tuples)."""
-    if default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (tuple, list)):
-        return isinstance(value, (tuple, list))
-    return isinstance(value, type(default))

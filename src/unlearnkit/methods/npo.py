@@ -10,17 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import WeightEditingMethod, option
 from unlearnkit.methods.losses import npo_loss, sequence_logprob
-from unlearnkit.methods.retain_terms import check_retain_loss, retain_loss
+from unlearnkit.methods.retain_terms import RETAIN_LOSSES, retain_loss
 
 
 @dataclass
 class NPOOptions:
-    beta: float = option(0.1, "inverse temperature β of the NPO loss")
-    alpha: float = option(1.0, "weight of the retain term")
-    retain_loss: str = option("nll", "retain term: 'nll' or 'kl' to the frozen original")
+    beta: float = option(0.1, "inverse temperature β of the NPO loss", minimum=0, exclusive_minimum=True)
+    alpha: float = option(1.0, "weight of the retain term", minimum=0)
+    retain_loss: str = option("nll", "retain term: 'nll' or 'kl' to the frozen original", choices=RETAIN_LOSSES)
 
 
 def reference_sequence_logprobs(ctx) -> torch.Tensor:
@@ -34,13 +33,6 @@ class NPO(WeightEditingMethod):
     name = "npo"
     summary = "Negative preference optimisation on forget, NLL on retain."
     Options = NPOOptions
-
-    def validate(self):
-        check_retain_loss(self.options.retain_loss)
-        if self.options.beta <= 0:
-            raise ConfigError(f"beta must be > 0 (got {self.options.beta})")
-        if self.options.alpha < 0:
-            raise ConfigError(f"alpha must be >= 0 (got {self.options.alpha})")
 
     def setup(self, ctx):
         ctx.state["ref_logp"] = reference_sequence_logprobs(ctx)

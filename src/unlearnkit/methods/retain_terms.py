@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from unlearnkit.errors import ConfigError
 from unlearnkit.methods.losses import kl_to_reference, nll
 
 RETAIN_LOSSES = ("nll", "kl")
-
-
-def check_retain_loss(name: str) -> None:
-    if name not in RETAIN_LOSSES:
-        raise ConfigError(f"retain_loss must be one of {', '.join(RETAIN_LOSSES)} (got '{name}')")
 
 
 def retain_loss(ctx, batch, kind: str):

@@ -9,7 +9,7 @@ down-projection weights of layers ``ℓ-2..ℓ`` train.
 Choices (docs/methods.md leaves them open; each is an option):
 
 * ``layer`` — ℓ, the decoder layer whose *output* is steered (a forward hook on
-  ``layers[ℓ]``; 0-based). ``-1`` = the middle layer, ``num_layers // 2``. The
+  ``layers[ℓ]``; 0-based). ``none`` (the default) = the middle layer, ``num_layers // 2``. The
   WMDP setting for Zephyr-7B (32 layers) is ℓ = 7.
 * ``steering_coeff`` — c. The WMDP paper uses 6.5 for Zephyr-7B; its code
   defaults to 20. Useful range 6.5–20; larger models need larger c because
@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -59,14 +60,18 @@ from unlearnkit.methods.base import WeightEditingMethod, option
 
 @dataclass
 class RMUOptions:
-    layer: int = option(-1, "decoder layer ℓ whose output is steered (0-based); -1 = num_layers // 2")
-    steering_coeff: float = option(6.5, "c: scale of the random target direction (6.5–20; WMDP paper: 6.5)")
-    alpha: float = option(100.0, "α: weight of the retain activation MSE (WMDP code default 100)")
-    update_layers: tuple = option((), "layers whose mlp.down_proj trains; empty = (ℓ-2, ℓ-1, ℓ)")
+    layer: int | None = option(None, "decoder layer ℓ whose output is steered (0-based); none = num_layers // 2",
+                               minimum=0)
+    steering_coeff: float = option(6.5, "c: scale of the random target direction (6.5–20; WMDP paper: 6.5)",
+                                   minimum=0, exclusive_minimum=True)
+    alpha: float = option(100.0, "α: weight of the retain activation MSE (WMDP code default 100)", minimum=0)
+    update_layers: tuple[int, ...] = option((), "layers whose mlp.down_proj trains (comma-separated); "
+                                                "empty = (ℓ-2, ℓ-1, ℓ)", minimum=0)
     adaptive_scale: float = option(0.0, "β of Adaptive RMU: c = β × each forget example's mean frozen activation "
-                                        "norm at ℓ (0 = fixed steering_coeff)")
-    forget_positions: str = option("all", "tokens the forget MSE covers: all (every real token, WMDP) or answer "
-                                          "(answer tokens only: chat templates shared with retain data stay out)")
+                                        "norm at ℓ (0 = fixed steering_coeff)", minimum=0)
+    forget_positions: Literal["all", "answer"] = option("all", "tokens the forget MSE covers: all (every real token, WMDP) or answer "
+                                                         "(answer tokens only: chat templates shared with "
+                                                         "retain data stay out)")
 
 
 class _Stop(Exception):
@@ -115,7 +120,7 @@ def masked_mse(hidden: torch.Tensor, target: torch.Tensor, attention_mask: torch
 class RMUCore:
     """The representation losses, shared by the RMU method and BLUR's RMU variant."""
 
-    def __init__(self, layer: int, steering_coeff: float, update_layers: tuple, adaptive_scale: float = 0.0,
+    def __init__(self, layer: int | None, steering_coeff: float, update_layers: tuple, adaptive_scale: float = 0.0,
                  forget_positions: str = "all"):
         self.layer_opt = layer
         self.steering_coeff = steering_coeff
@@ -127,28 +132,13 @@ class RMUCore:
         self.direction: torch.Tensor | None = None  # u, unit length
         self.originals: dict[str, torch.Tensor] = {}
 
-    @staticmethod
-    def check_options(layer, steering_coeff, update_layers, adaptive_scale: float = 0.0,
-                      forget_positions: str = "all") -> None:
-        if forget_positions not in ("all", "answer"):
-            raise ConfigError(f"forget_positions must be 'all' or 'answer' (got '{forget_positions}')")
-        if adaptive_scale < 0:
-            raise ConfigError(f"adaptive_scale must be >= 0 (0 = fixed steering_coeff; got {adaptive_scale})")
-        if not isinstance(layer, int) or layer < -1:
-            raise ConfigError(f"layer must be a layer index >= 0, or -1 for the middle layer (got {layer!r})")
-        if steering_coeff <= 0:
-            raise ConfigError(f"steering_coeff must be > 0 (got {steering_coeff})")
-        for i in update_layers:
-            if not isinstance(i, int) or i < 0:
-                raise ConfigError(f"update_layers must be layer indices >= 0, comma-separated (got {update_layers!r})")
-
     def resolve(self, ctx) -> None:
         """Fix ℓ and the updated layers for this model; ConfigError before any training if invalid."""
         n = len(decoder_layers(ctx.base_model))
-        layer = n // 2 if self.layer_opt == -1 else self.layer_opt
+        layer = n // 2 if self.layer_opt is None else self.layer_opt
         if not 0 <= layer < n:
             raise ConfigError(f"RMU layer {layer} does not exist: this model has {n} decoder layers, "
-                              f"valid layers are 0..{n - 1} (or -1 for the middle layer)")
+                              f"valid layers are 0..{n - 1} (or none for the middle layer)")
         update = self.update_opt or tuple(i for i in (layer - 2, layer - 1, layer) if i >= 0)
         bad = [i for i in update if not 0 <= i <= layer]
         if bad:
@@ -246,9 +236,6 @@ class RMU(WeightEditingMethod):
 
     def validate(self):
         o = self.options
-        RMUCore.check_options(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale, o.forget_positions)
-        if o.alpha < 0:
-            raise ConfigError(f"alpha must be >= 0 (got {o.alpha})")
         self.core = RMUCore(o.layer, o.steering_coeff, o.update_layers, o.adaptive_scale, o.forget_positions)
 
     def setup(self, ctx):

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import WeightEditingMethod, option
 from unlearnkit.methods.losses import nll, sequence_logprob, simnpo_loss
 
 
 @dataclass
 class SimNPOOptions:
-    beta: float = option(4.5, "inverse temperature β")
+    beta: float = option(4.5, "inverse temperature β", minimum=0, exclusive_minimum=True)
     delta: float = option(0.0, "reward margin δ")
-    gamma: float = option(0.125, "weight γ of the retain NLL")
+    gamma: float = option(0.125, "weight γ of the retain NLL", minimum=0)
 
 
 class SimNPO(WeightEditingMethod):
     name = "simnpo"
     summary = "Length-normalised, reference-free NPO on forget, NLL on retain."
     Options = SimNPOOptions
-
-    def validate(self):
-        if self.options.beta <= 0:
-            raise ConfigError(f"beta must be > 0 (got {self.options.beta})")
-        if self.options.gamma < 0:
-            raise ConfigError(f"gamma must be >= 0 (got {self.options.gamma})")
 
     def loss(self, ctx, forget, retain):
         seq, lengths = sequence_logprob(ctx.forward(forget).logits, forget["labels"])

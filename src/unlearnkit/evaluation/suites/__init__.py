@@ -90,16 +90,7 @@ def require_text(location: str, row: Any, field: str, expected: str) -> str:
     return value
 
 
-# -- options -------------------------------------------------------------------------------
-def check_int(name: str, value: Any, minimum: int = 1, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        hint = "; leave it out for no limit" if allow_none else ""
-        raise ConfigError(f"option {name} must be a whole number >= {minimum} (got {value!r}){hint}")
-    return value
-
-
+# -- options (a suite's own options are declared with unlearnkit.options; these check helpers' arguments) --
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ConfigError(f"option {name} must be one of {', '.join(map(repr, choices))} (got {value!r})")

@@ -38,12 +38,12 @@ from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.evaluation.suites import (
     as_name_list,
     check_choice,
-    check_int,
     data_files,
     existing_path,
     make_result,
     read_rows,
 )
+from unlearnkit.options import option, takes_options
 
 LETTERS = ("A", "B", "C", "D")
 CONTINUATIONS = tuple(f" {letter}" for letter in LETTERS)
@@ -381,12 +381,31 @@ def per_subject_accuracy(rows: Sequence[dict]) -> dict[str, float]:
 
 
 # -- suites ----------------------------------------------------------------------------------
+@dataclass
+class WMDPOptions:
+    subsets: tuple[str, ...] | None = option(None, "subsets to score, comma-separated (default: every one found)",
+                                             choices=tuple(WMDP_TOPICS))
+    limit: int | None = option(None, "questions per subset at most (none = all)", minimum=1)
+    batch_size: int = option(16, "prompts per scoring forward", minimum=1)
+    backend: str = option("unlearnkit", "who scores the letters: unlearnkit (any model or guard) or lm_eval "
+                                        "(lm-evaluation-harness, Hugging Face models)", choices=BACKENDS)
+
+
+@dataclass
+class MMLUOptions:
+    subjects: tuple[str, ...] | None = option(None, "subjects to score, comma-separated (default: all)")
+    split: str | None = option("test", "in a directory, read only the files whose path names this split "
+                                       "(all or none = every file)")
+    subject: str | None = option(None, "the subject of a single file without a subject field")
+    limit: int | None = option(None, "questions per subject at most (none = all)", minimum=1)
+    batch_size: int = option(16, "prompts per scoring forward", minimum=1)
+    backend: str = option("unlearnkit", "who scores the letters: unlearnkit or lm_eval", choices=BACKENDS)
+
+
+@takes_options(WMDPOptions, "suite 'wmdp'")
 def evaluate_wmdp(model, data_path, *, subsets: Sequence[str] | str | None = None, limit: int | None = None,
                   batch_size: int = 16, backend: str = "unlearnkit") -> dict:
     """WMDP accuracy per subset (bio / chem / cyber) and over all questions. Chance is 0.25."""
-    check_int("limit", limit, allow_none=True)
-    check_int("batch_size", batch_size)
-    check_choice("backend", backend, BACKENDS)
     t0 = time.perf_counter()
     data = load_wmdp(data_path, subsets, limit)
     per_example, summary, how = {}, {}, ""
@@ -403,13 +422,11 @@ def evaluate_wmdp(model, data_path, *, subsets: Sequence[str] | str | None = Non
                         "scoring": how}, summary, per_example)
 
 
+@takes_options(MMLUOptions, "suite 'mmlu'")
 def evaluate_mmlu(model, data_path, *, subjects: Sequence[str] | str | None = None, split: str | None = "test",
                   subject: str | None = None, limit: int | None = None, batch_size: int = 16,
                   backend: str = "unlearnkit") -> dict:
     """MMLU accuracy (mean over questions), the unweighted mean over subjects, and each subject's."""
-    check_int("limit", limit, allow_none=True)
-    check_int("batch_size", batch_size)
-    check_choice("backend", backend, BACKENDS)
     t0 = time.perf_counter()
     questions = load_mmlu(data_path, subjects, split, subject, limit)
     rows, how = _score(model, questions, batch_size, backend)
@@ -427,7 +444,7 @@ def evaluate_mmlu(model, data_path, *, subjects: Sequence[str] | str | None = No
                         "backend": backend, "scoring": how}, summary, {"mmlu": rows})
 
 
-__all__ = ["CONTINUATIONS", "LETTERS", "MCQuestion", "WMDP_TOPICS", "evaluate_mmlu", "evaluate_wmdp",
-           "letter_loglikelihoods", "lm_eval_letter_loglikelihoods", "load_mcq_file",
+__all__ = ["CONTINUATIONS", "LETTERS", "MCQuestion", "MMLUOptions", "WMDPOptions", "WMDP_TOPICS", "evaluate_mmlu",
+           "evaluate_wmdp", "letter_loglikelihoods", "lm_eval_letter_loglikelihoods", "load_mcq_file",
            "load_mmlu", "load_text_corpus", "load_wmdp", "mcq_prompt", "parse_mcq", "per_subject_accuracy",
            "predictions", "score_letter_loglikelihoods"]

@@ -35,7 +35,6 @@ from unlearnkit.evaluation.rouge import rouge_l_f1
 from unlearnkit.evaluation.suites import (
     appends_eos,
     as_name_list,
-    check_int,
     drop_last_token,
     existing_path,
     find_split_files,
@@ -45,6 +44,7 @@ from unlearnkit.evaluation.suites import (
     read_rows,
     require_text,
 )
+from unlearnkit.options import option, takes_options
 
 VERBMEM_MAX_NEW_TOKENS = 128
 KNOWMEM_MAX_NEW_TOKENS = 32
@@ -200,6 +200,26 @@ def add_reference_metrics(result: dict, reference: dict | str | Path) -> dict:
     return result
 
 
+@dataclass
+class MUSEOptions:
+    parts: tuple[str, ...] | None = option(None, "parts to run, comma-separated (default: every one present)",
+                                           choices=PARTS)
+    reference: dict | str | Path | None = option(None, "the retain model's MUSE result (dict or JSON path), for "
+                                                       "PrivLeak; not with retain_auc")
+    retain_auc: float | None = option(None, "the retain model's Min-k AUC, for PrivLeak; not with reference",
+                                      minimum=0, maximum=1, exclusive_maximum=True)
+    verbmem_max_new_tokens: int = option(VERBMEM_MAX_NEW_TOKENS, "VerbMem generation length", minimum=1)
+    knowmem_max_new_tokens: int = option(KNOWMEM_MAX_NEW_TOKENS, "KnowMem generation length", minimum=1)
+    icl_examples: int | None = option(None, "KnowMem in-context examples (none = the data's own)", minimum=0)
+    min_k: float = option(mia.DEFAULT_K, "k of Min-k% Prob for PrivLeak", minimum=0, maximum=1,
+                          exclusive_minimum=True)
+    limit: int | None = option(None, "records per split at most (none = all)", minimum=1)
+    batch_size: int = option(8, "sequences per scoring forward", minimum=1)
+    gen_batch_size: int = option(8, "generation slots", minimum=1)
+    chat: bool = option(False, "wrap prompts in the model's chat template")
+
+
+@takes_options(MUSEOptions, "suite 'muse'")
 def evaluate_muse(model, data_path, *, parts: Sequence[str] | str | None = None,
                   reference: dict | str | Path | None = None, retain_auc: float | None = None,
                   verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
@@ -207,16 +227,8 @@ def evaluate_muse(model, data_path, *, parts: Sequence[str] | str | None = None,
                   min_k: float = mia.DEFAULT_K, limit: int | None = None, batch_size: int = 8,
                   gen_batch_size: int = 8, chat: bool = False) -> dict:
     """MUSE VerbMem (ROUGE-L F1), KnowMem forget / retain (ROUGE-L F1) and PrivLeak (Min-40% AUC vs retain)."""
-    for name, value in (("verbmem_max_new_tokens", verbmem_max_new_tokens),
-                        ("knowmem_max_new_tokens", knowmem_max_new_tokens), ("batch_size", batch_size),
-                        ("gen_batch_size", gen_batch_size)):
-        check_int(name, value)
-    check_int("limit", limit, allow_none=True)
-    check_int("icl_examples", icl_examples, minimum=0, allow_none=True)
     if reference is not None and retain_auc is not None:
         raise ConfigError("give either reference (the retain model's MUSE result) or retain_auc, not both")
-    if retain_auc is not None and not 0.0 <= float(retain_auc) < 1.0:
-        raise ConfigError(f"retain_auc must lie in [0, 1) (got {retain_auc!r})")
     ref = load_reference(reference)
     t0 = time.perf_counter()
     data, used = load_muse(data_path, parts, limit)
@@ -275,5 +287,5 @@ def evaluate_muse(model, data_path, *, parts: Sequence[str] | str | None = None,
     return result
 
 
-__all__ = ["KNOWMEM_MAX_NEW_TOKENS", "LAYOUT", "MuseData", "VERBMEM_MAX_NEW_TOKENS", "add_reference_metrics",
+__all__ = ["MUSEOptions", "KNOWMEM_MAX_NEW_TOKENS", "LAYOUT", "MuseData", "VERBMEM_MAX_NEW_TOKENS", "add_reference_metrics",
            "cut_at_blank_line", "evaluate_muse", "knowmem_prompt", "load_muse", "split_first_word", "text_scores"]

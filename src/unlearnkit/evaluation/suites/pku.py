@@ -32,13 +32,13 @@ from typing import Any
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.evaluation.suites import (
     check_choice,
-    check_int,
     existing_path,
     find_split_files,
     make_result,
     read_rows,
     require_text,
 )
+from unlearnkit.options import option, takes_options
 
 JUDGE_TEMPLATE = (
     "You are a strict safety reviewer. Decide whether the AI assistant's response to the user's request is "
@@ -313,16 +313,30 @@ def unsafe_rate(verdicts: Sequence[bool | None], unparsed: str = "skip") -> floa
 
 
 # -- suite --------------------------------------------------------------------------------------
+@dataclass
+class PKUOptions:
+    judge: Any = option(None, "the judge: a model name/path or llm:SPEC (asked SAFE or UNSAFE), or a "
+                              "sequence-classification directory / classifier:PATH")
+    judge_labels: dict | None = option(None, "a classifier's labels as a JSON object, label -> safe or unsafe "
+                                             "(default: read from the label names)")
+    forget_split: str | None = option(None, "split of unsafe pairs (default: found by name)")
+    test_split: str | None = option(None, "split of test prompts (default: found by name)")
+    limit: int | None = option(None, "records per split at most (none = all)", minimum=1)
+    max_new_tokens: int = option(128, "answer length", minimum=1)
+    gen_batch_size: int = option(8, "generation slots", minimum=1)
+    judge_batch_size: int = option(8, "judgements per batch", minimum=1)
+    unparsed: str = option("skip", "an unreadable verdict counts as: skip (left out), unsafe or safe",
+                           choices=("skip", "unsafe", "safe"))
+    chat: bool = option(True, "wrap prompts in the model's chat template")
+    utility_data: str | Path | None = option(None, "an MMLU file or directory for utility, scored too")
+
+
+@takes_options(PKUOptions, "suite 'pku'")
 def evaluate_pku(model, data_path, *, judge: Any = None, judge_labels: Mapping[Any, Any] | None = None,
                  forget_split: str | None = None, test_split: str | None = None, limit: int | None = None,
                  max_new_tokens: int = 128, gen_batch_size: int = 8, judge_batch_size: int = 8,
                  unparsed: str = "skip", chat: bool = True, utility_data: str | Path | None = None) -> dict:
     """Unsafe rate of the model's answers to the forget (unsafe) prompts and the test prompts, by a judge."""
-    check_int("limit", limit, allow_none=True)
-    for name, value in (("max_new_tokens", max_new_tokens), ("gen_batch_size", gen_batch_size),
-                        ("judge_batch_size", judge_batch_size)):
-        check_int(name, value)
-    check_choice("unparsed", unparsed, ("skip", "unsafe", "safe"))
     the_judge = make_judge(judge, judge_labels, judge_batch_size)
     t0 = time.perf_counter()
     data = load_pku(data_path, forget_split, test_split, limit)
@@ -363,5 +377,5 @@ def evaluate_pku(model, data_path, *, judge: Any = None, judge_labels: Mapping[A
                        summary, per_example)
 
 
-__all__ = ["JUDGE_TEMPLATE", "ClassifierJudge", "LLMJudge", "PKUPair", "evaluate_pku", "judge_prompt",
-           "label_verdicts", "load_pku", "make_judge", "parse_pairs", "parse_verdict", "unsafe_rate"]
+__all__ = ["JUDGE_TEMPLATE", "ClassifierJudge", "LLMJudge", "PKUOptions", "PKUPair", "evaluate_pku",
+           "judge_prompt", "label_verdicts", "load_pku", "make_judge", "parse_pairs", "parse_verdict", "unsafe_rate"]

@@ -1,7 +1,8 @@
 """The one registry of evaluation suites: ``run_suite(name, model, data_path, **options) -> dict``.
 
 Each entry is a function ``fn(model, data_path, **options)``; its keyword-only parameters are the
-suite's options (``suite_options(name)`` lists them with their defaults). Unknown suite names and
+suite's options, declared with their help, choices and ranges in an ``Options`` dataclass
+(``unlearnkit.options``; ``suite_options_class(name)``) that checks every call. Unknown suite names and
 unknown options raise ``ConfigError`` listing the valid ones.
 """
 
@@ -9,12 +10,31 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.errors import ConfigError
+from unlearnkit.options import defaults, option, takes_options, unknown_options_error
 
 
+@dataclass
+class TofuSuiteOptions:
+    forget: str | None = option(None, "forget split (default from the task)")
+    retain: str | None = option(None, "retain split (default from the task)")
+    eval_limit: int | None = option(None, "records of each evaluation split at most (none = all)", minimum=1)
+    reference: dict | str | Path | None = option(None, "the retain model's result (dict or JSON path), for forget "
+                                                       "quality and privleak")
+    max_new_tokens: int = option(200, "generation length for ROUGE", minimum=1)
+    batch_size: int = option(32, "answers per scoring forward", minimum=1)
+    gen_batch_size: int = option(64, "generation slots", minimum=1)
+    min_k: float = option(0.4, "k of Min-k% Prob", minimum=0, maximum=1, exclusive_minimum=True)
+    generate: bool = option(True, "generate answers (ROUGE and keyword metrics)")
+    compat: str = option("openunlearning", "metric definitions: openunlearning (as OpenUnlearning computes them) "
+                                           "or unlearnkit", choices=("openunlearning", "unlearnkit"))
+
+
+@takes_options(TofuSuiteOptions, "suite 'tofu'")
 def _tofu(model, data_path, *, forget: str | None = None, retain: str | None = None, eval_limit: int | None = None,
           reference: dict | str | Path | None = None, max_new_tokens: int = 200, batch_size: int = 32,
           gen_batch_size: int = 64, min_k: float = 0.4, generate: bool = True,
@@ -97,11 +117,14 @@ def _implementation(name: str) -> Callable[..., dict]:
     return getattr(importlib.import_module(module), attr)
 
 
+def suite_options_class(name: str) -> type:
+    """The ``Options`` dataclass that declares suite ``name``'s options."""
+    return _implementation(_check_name(name)).options_class
+
+
 def suite_options(name: str) -> dict[str, Any]:
-    """The options of suite ``name`` and their defaults (``inspect.Parameter.empty`` for none)."""
-    fn = _implementation(_check_name(name))
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """The options of suite ``name`` and their defaults."""
+    return defaults(suite_options_class(name))
 
 
 def suite_summary(name: str) -> str:
@@ -117,13 +140,13 @@ def run_suite(name: str, model, data_path: str | Path, **options) -> dict:
     that are None are left at their defaults.
     """
     key = _check_name(name)
-    allowed = suite_options(key)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        listing = ", ".join(f"{k}={v!r}" if v is not inspect.Parameter.empty else k for k, v in allowed.items())
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for suite '{key}': its options are {listing}")
+    known = suite_options(key)
+    unknown = [k for k in options if k not in known]
+    if unknown:  # also those given as None
+        raise unknown_options_error(suite_options_class(key), unknown, f"suite '{key}'")
     given = {k: v for k, v in options.items() if v is not None}
-    return SUITES[key](model, data_path, **given)
+    return SUITES[key](model, data_path, **given)  # each suite reads and checks its options (takes_options)
 
 
-__all__ = ["SUITES", "run_suite", "suite_names", "suite_options", "suite_summary"]
+__all__ = ["SUITES", "TofuSuiteOptions", "run_suite", "suite_names", "suite_options", "suite_options_class",
+           "suite_summary"]

@@ -18,14 +18,16 @@ and ``hard_retain`` falls back to ``{forget}_hard_retain`` (the Hugging Face WPU
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from unlearnkit.errors import DataError
 from unlearnkit.evaluation.keywords import answer_keywords, keyword_hit
 from unlearnkit.evaluation.probability import qa_prob_score
 from unlearnkit.evaluation.rouge import rouge_l_recall
-from unlearnkit.evaluation.suites import check_int, existing_path, make_result, mean
+from unlearnkit.evaluation.suites import existing_path, make_result, mean
 from unlearnkit.evaluation.utility import model_utility
+from unlearnkit.options import option, takes_options
 
 ROLES = ("forget", "hard_retain", "general_retain")
 RETAIN_ROLES = ("hard_retain", "general_retain")
@@ -53,16 +55,26 @@ def resolve_splits(root: Path, forget: str, hard_retain: str, general_retain: st
     return names
 
 
+@dataclass
+class WPUOptions:
+    forget_split: str = option("forget", "split of forget questions")
+    hard_retain_split: str = option("hard_retain", "split of hard-retain questions")
+    general_retain_split: str = option("general_retain", "split of general-retain questions")
+    limit: int | None = option(None, "records per split at most (none = all)", minimum=1)
+    max_new_tokens: int = option(200, "answer length", minimum=1)
+    batch_size: int = option(16, "answers per scoring forward", minimum=1)
+    gen_batch_size: int = option(8, "generation slots", minimum=1)
+    generate: bool = option(True, "generate answers (ROUGE and the leak rate); off = probabilities only")
+    chat: bool = option(True, "wrap prompts in the model's chat template")
+
+
+@takes_options(WPUOptions, "suite 'wpu'")
 def evaluate_wpu(model, data_path, *, forget_split: str = "forget", hard_retain_split: str = "hard_retain",
                  general_retain_split: str = "general_retain", limit: int | None = None, max_new_tokens: int = 200,
                  batch_size: int = 16, gen_batch_size: int = 8, generate: bool = True, chat: bool = True) -> dict:
     """WPU Prob and ROUGE per split, model utility over the retain splits, and the forget leak rate."""
     from unlearnkit.data.loading import read_split
 
-    check_int("limit", limit, allow_none=True)
-    for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size),
-                        ("gen_batch_size", gen_batch_size)):
-        check_int(name, value)
     root = existing_path(data_path, "WPU data directory")
     if not root.is_dir():
         raise DataError(f"WPU data '{root}' is a file: give the directory holding the forget, hard-retain and "
@@ -103,4 +115,4 @@ def evaluate_wpu(model, data_path, *, forget_split: str = "forget", hard_retain_
                        config, summary, per_example)
 
 
-__all__ = ["ROLES", "evaluate_wpu", "resolve_splits"]
+__all__ = ["ROLES", "WPUOptions", "evaluate_wpu", "resolve_splits"]
