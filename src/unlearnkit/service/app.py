@@ -31,6 +31,10 @@ the prompting and ECO guards); a guard that must read the whole answer first (AL
 once it has decided. Errors found before generation (context length, capacity) are still
 HTTP errors; one after the first chunk ends the stream with an ``{"error": ...}`` event.
 
+Prefill (``prefix_cache``, on by default): the guard puts the same system prompt before every request;
+the model keeps the keys and values of the last prompt and reads only what a new prompt does not share
+with it (``models/prefix_cache.py``), so a long guard instruction costs its prefill once, not per request.
+
 Verification (``verify_targets``, on by default): each added or changed target is probed in the
 background through the engine's low-priority line, and the figures are written to the audit log as a
 ``target.verified`` event (``verification.py``).
@@ -101,6 +105,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
         model = load_model(settings.model)
     stack = GuardStack(model, settings.guard, settings.guard_options)
+    prefixes = _enable_prefix_cache(model) if settings.prefix_cache else None
     registry = open_registry(settings.db_path)
     engine = Engine(stack, registry, settings)
     verifier = Verifier(engine, registry, settings) if settings.verify_targets else None
@@ -344,7 +349,8 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     async def stats(request: Request):
         check_admin(request)
         registry_version = await run_in_threadpool(registry.version)  # what the next batch will enforce
-        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe(), "registry_version": registry_version}
+        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe(), "registry_version": registry_version,
+                "prefix_cache": dict(prefixes.stats) if prefixes is not None else "off"}
 
     return app
 
@@ -358,6 +364,13 @@ def _base_name(model: LanguageModel) -> str:
     if hasattr(model, "base_url"):
         return str(getattr(model, "_model", None) or "model")
     return getattr(model, "name", "model") or "model"
+
+
+def _enable_prefix_cache(model: LanguageModel):
+    """Turn on the reuse of the shared start of prompts (the guard's system prompt) on the model that holds the
+    weights, when it has one (``models/prefix_cache.py``); its counters, or None."""
+    enable = getattr(leaf(model), "enable_prefix_cache", None)
+    return enable() if callable(enable) else None
 
 
 def _find_target(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
