@@ -12,7 +12,13 @@ enforces) every ``--poll-interval`` seconds. It prints:
 * p50/p95 latency of answered requests;
 * registry changes made vs seen by each replica's guard, the worst propagation delay
   (from the change's acknowledgement to the first poll that shows the replica enforcing it;
-  goal: < 1 s; resolution: the poll interval), and whether each replica's final list matches.
+  goal: < 1 s; resolution: the poll interval), and whether each replica's final list matches;
+* the audit trail's completeness after the kill, read from the shared registry once the run is over:
+  every change the benchmark saw acknowledged (``target.add`` / ``target.remove`` with that target and
+  version) and every request answered with 200 on which the guard acted (a prompt naming a target, an
+  answer replaced by the refusal: a ``guard.*`` event with the response's id), as
+  "audit complete: N/N" or what is missing. A 200 that involved no target has no guard event by design
+  (the audit records what the guard did, not every request); those are counted apart.
 
     python benchmarks/gateway_load.py --replicas 3 --duration 60                      # own PostgreSQL
     python benchmarks/gateway_load.py --replicas 3 --db postgresql://u:pw@host/db     # an existing one
@@ -122,6 +128,7 @@ async def run_replicas(args, db: str) -> dict:
                                    json={"targets": [{"name": "Marisol Quentaro"}, {"name": "Tobiah Fenwright"}]})
             seed.raise_for_status()
             seeds = ["Marisol Quentaro", "Tobiah Fenwright"]
+            seed_version = seed.json()["version"]
             served = (await http.get(replicas[0].url + "/v1/models")).json()["data"][0]["id"]
 
             deadline = time.perf_counter() + args.duration
@@ -135,6 +142,7 @@ async def run_replicas(args, db: str) -> dict:
             expected = set(seeds)
             live: list[str] = []
             restart = {}
+            answered: list[tuple[str, int, bool, bool]] = []  # a 200's response id, replica, targeted, refused
 
             async def client(i: int):
                 local = random.Random(args.seed * 1000 + i)
@@ -150,9 +158,12 @@ async def run_replicas(args, db: str) -> dict:
                         resp = await http.post(r.url + "/v1/chat/completions", json={
                             "model": served, "messages": [{"role": "user", "content": text}],
                             "max_tokens": args.max_tokens})
-                        content = resp.json()["choices"][0]["message"]["content"] if resp.status_code == 200 else None
-                        results.append((time.perf_counter() - t, resp.status_code, r.index, targeted,
-                                        content == "I'm sorry, but I can't help with that."))
+                        body = resp.json() if resp.status_code == 200 else None
+                        content = body["choices"][0]["message"]["content"] if body else None
+                        refused = content == "I'm sorry, but I can't help with that."
+                        results.append((time.perf_counter() - t, resp.status_code, r.index, targeted, refused))
+                        if body:
+                            answered.append((body["id"], r.index, targeted, refused))
                     except TRANSPORT_ERRORS as exc:
                         transport[type(exc).__name__] += 1
                         await asyncio.sleep(0.05)
@@ -189,7 +200,8 @@ async def run_replicas(args, db: str) -> dict:
                         transport["admin:" + type(exc).__name__] += 1
                         continue
                     if ok:
-                        changes.append({"version": resp.json()["version"], "acked_at": time.perf_counter(), "via": via})
+                        changes.append({"version": resp.json()["version"], "acked_at": time.perf_counter(), "via": via,
+                                        "name": name, "kind": "remove" if resp.request.method == "DELETE" else "add"})
                     else:
                         transport[f"admin:{resp.status_code}"] += 1
 
@@ -239,6 +251,8 @@ async def run_replicas(args, db: str) -> dict:
                 stats = (await http.get(r.url + "/admin/stats", headers=auth)).json()
                 finals[r.index] = ({t["name"] for t in data["data"]}, data["version"], stats["version"],
                                    stats.get("registry_unavailable", 0))
+            made = [{"version": seed_version, "name": n, "kind": "add"} for n in seeds] + changes
+            audit = check_audit(await read_audit(http, replicas[0].url, auth), made, answered)
         except BaseException:
             print(f"the replicas' logs are kept in {logs}")
             raise
@@ -292,8 +306,38 @@ async def run_replicas(args, db: str) -> dict:
         "targeted": sum(1 for _, s, _, t, _ in results if s == 200 and t),
         "refused_unrelated": sum(1 for _, s, _, t, ref in results if s == 200 and not t and ref),
         "poll_interval_s": args.poll_interval, "poll_rtt_p95_s": percentile(poll_rtt, 0.95),
-        "poll_rtt_max_s": max(poll_rtt, default=float("nan")),
+        "poll_rtt_max_s": max(poll_rtt, default=float("nan")), "audit": audit,
     }
+
+
+async def read_audit(http: httpx.AsyncClient, url: str, auth: dict) -> list[dict]:
+    """The whole audit log of the shared registry, through one replica's admin API, page by page."""
+    events: list[dict] = []
+    after = 0
+    while True:
+        resp = await http.get(url + "/admin/audit", headers=auth, params={"after": after, "limit": 10_000})
+        resp.raise_for_status()
+        page = resp.json()["data"]
+        if not page:
+            return events
+        events.extend(page)
+        after = page[-1]["id"]
+
+
+def check_audit(events: list[dict], changes: list[dict], answered: list[tuple[str, int, bool, bool]]) -> dict:
+    """Which acknowledged changes and which guarded 200s have their audit event (see the module's doc)."""
+    recorded = {(e["action"], e["target"], e["version"]) for e in events if e["action"].startswith("target.")}
+    missing_changes = [c for c in changes
+                       if not any((a, c["name"], c["version"]) in recorded for a in
+                                  (("target.remove",) if c["kind"] == "remove" else ("target.add", "target.update")))]
+    guarded = {e["request_id"] for e in events if e["action"].startswith("guard.") and e.get("request_id")}
+    acted = [(rid, replica) for rid, replica, targeted, refused in answered if targeted or refused]
+    missing_requests = [(rid, replica) for rid, replica in acted if rid not in guarded]
+    expected = len(changes) + len(acted)
+    return {"expected": expected, "found": expected - len(missing_changes) - len(missing_requests),
+            "changes": len(changes), "missing_changes": missing_changes, "guarded_requests": len(acted),
+            "missing_requests": missing_requests, "unguarded_200": len(answered) - len(acted),
+            "events": len(events)}
 
 
 def report(row: dict) -> None:
@@ -309,6 +353,16 @@ def report(row: dict) -> None:
           f"finishes under the list it started with); killed replica ready again in "
           f"{row['restart_ready_s'] or float('nan'):.1f} s; targeted prompts refused {row['refused_targeted']}/"
           f"{row['targeted']}, unrelated refused {row['refused_unrelated']}")
+    a = row["audit"]
+    verdict = "audit complete" if a["found"] == a["expected"] else "audit INCOMPLETE"
+    print(f"{verdict}: {a['found']}/{a['expected']} ({a['changes'] - len(a['missing_changes'])}/{a['changes']} "
+          f"target changes, {a['guarded_requests'] - len(a['missing_requests'])}/{a['guarded_requests']} answered "
+          f"requests the guard acted on; {a['unguarded_200']} answered requests involved no target and have no guard "
+          f"event by design; {a['events']} events read)")
+    for c in a["missing_changes"][:20]:
+        print(f"  missing: target.{c['kind']} of {c['name']!r} at version {c['version']}")
+    for rid, replica in a["missing_requests"][:20]:
+        print(f"  missing: the guard event of request {rid} (answered 200 by replica {replica})")
     for i, r in row["per_replica"].items():
         print(f"  replica {i}: of {row['changes_made']} changes seen {r['seen_live']} live + {r['seen_at_restart']} "
               f"at restart (missed {r['seen_missed']}), worst {r['seen_worst_s'] * 1000:.0f} ms; enforced "

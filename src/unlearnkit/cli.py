@@ -476,6 +476,7 @@ def serve(
     max_request_tokens: Annotated[Optional[int], typer.Option(help="largest prompts x max_tokens of one request (default 16384)")] = None,
     max_prompts_per_turn: Annotated[Optional[int], typer.Option(help="prompts of one request answered per turn before others get theirs (default 4)")] = None,
     verify: Annotated[bool, typer.Option(help="probe each registered target in the background and record the leak and refusal rates in the audit log (target.verified)")] = True,
+    prefix_cache: Annotated[bool, typer.Option(help="reuse the keys and values of the prompt start requests share (the guard's system prompt) instead of reading it for every request")] = True,
 ):
     """Serve an OpenAI-compatible API that enforces the registered forget targets live.
 
@@ -489,7 +490,7 @@ def serve(
         do_serve(model=model, guard=guard, host=host, port=port, db=db, options=_parse_opts(opt or []),
                  prompt_filter=prompt_filter, request_timeout_s=request_timeout,
                  max_request_tokens=max_request_tokens, max_prompts_per_turn=max_prompts_per_turn,
-                 verify_targets=verify)
+                 verify_targets=verify, prefix_cache=prefix_cache)
 
     _run(go)
 

@@ -23,6 +23,7 @@ from unlearnkit.models import vllm_generation
 from unlearnkit.models.choice_scoring import choice_loglikelihoods
 from unlearnkit.models.onednn import onednn_linears
 from unlearnkit.models.padding import right_pad
+from unlearnkit.models.prefix_cache import PrefixCache
 from unlearnkit.models.prefix_scoring import PrefixScorer, supports_fast_path, token_stats
 from unlearnkit.models.scores import AnswerScores
 from unlearnkit.models.slot_decoding import SlotDecoder
@@ -59,6 +60,7 @@ class HFLanguageModel(LanguageModel):
         self.name = name
         self.chat_format = chat_format or ChatFormat()
         self.add_eos = add_eos
+        self.prefix_cache: PrefixCache | None = None  # off unless ``enable_prefix_cache`` (a server turns it on)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model.eval()
@@ -66,6 +68,17 @@ class HFLanguageModel(LanguageModel):
     @property
     def system_prompt(self) -> str | None:
         return self.chat_format.system_prompt
+
+    def enable_prefix_cache(self, max_tokens: int = 2048) -> PrefixCache:
+        """Greedy generation reuses the keys and values of the start a prompt shares with the previous one
+        (``prefix_cache.py``): a server's fixed system prompt is read once, not once per request."""
+        if self.prefix_cache is None:
+            self.prefix_cache = PrefixCache(max_tokens)
+        return self.prefix_cache
+
+    def _reusable_prefixes(self) -> PrefixCache | None:
+        """The prefix cache, unless a batch observer (ECO) watches every prompt's tokens in each forward."""
+        return None if self.__dict__.get("_batch_observers") else self.prefix_cache
 
     # -- interface -------------------------------------------------------------
     @property
@@ -282,7 +295,8 @@ class HFLanguageModel(LanguageModel):
         with onednn_linears(self.model):
             if not do_sample and supports_fast_path(self.model):
                 decoder = SlotDecoder(self.model, batch_size, self.eos_ids, self.tokenizer.pad_token_id,
-                                      notify=self._notify_batch, hidden_id=self.hidden_id)
+                                      notify=self._notify_batch, hidden_id=self.hidden_id,
+                                      prefix_cache=self._reusable_prefixes())
                 new = decoder.generate(ids, max_new_tokens, progress=progress, on_token=on_token)
             else:
                 new = self._hf_generate(ids, max_new_tokens, do_sample, temperature, top_p, batch_size, seed,

@@ -18,6 +18,10 @@ hidden from every later query, and positions count the visible tokens only, as
 scored in the prefill then get those positions too, which a plain forward does not give them:
 ``HFLanguageModel.score_and_generate`` scores such prompts' answers apart.
 
+With a ``prefix_cache`` (``prefix_cache.py``), a prompt that starts with the same tokens as the
+previous prompt takes that start's keys and values from it and prefills only the rest, at the same
+positions and with the same hidden tokens.
+
 Used by ``HFLanguageModel.generate`` for greedy decoding on the architectures of
 ``prefix_scoring.supports_fast_path``; sampling and other models use ``model.generate``.
 """
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 
 from unlearnkit.models.base import cancelled
 
+from unlearnkit.models.prefix_cache import PrefixCache
 from unlearnkit.models.prefix_scoring import PrefixScorer, _Piece, _Row, additive_mask, cache_kwarg
 from unlearnkit.models.scores import AnswerScores
 
@@ -62,10 +67,10 @@ class SlotCache:
         values[rows, :, self.cols] = value_states[:, :, 0]
         return keys[: self.live, :, : self.width], values[: self.live, :, : self.width]
 
-    def write_prefix(self, slot: int, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def write_prefix(self, slot: int, layer: int, keys: torch.Tensor, values: torch.Tensor, start: int = 0) -> None:
         n = keys.shape[1]
-        self.keys[layer][slot, :, :n] = keys
-        self.values[layer][slot, :, :n] = values
+        self.keys[layer][slot, :, start : start + n] = keys
+        self.values[layer][slot, :, start : start + n] = values
 
     def move(self, src: int, dst: int, length: int) -> None:
         self.hidden[dst] = self.hidden[src]
@@ -83,7 +88,8 @@ class SlotDecoder:
     (or nothing else is running), so prefills run in batches rather than one prompt at a time."""
 
     def __init__(self, model, slots: int, eos_ids: Sequence[int], pad_id: int,
-                 notify: Callable[..., None] | None = None, refill: int | None = None, hidden_id: int | None = None):
+                 notify: Callable[..., None] | None = None, refill: int | None = None, hidden_id: int | None = None,
+                 prefix_cache: PrefixCache | None = None):
         self.model = model
         self.lm_head = model.get_output_embeddings()
         self.model_cache_arg = cache_kwarg(model)
@@ -93,6 +99,7 @@ class SlotDecoder:
         self.eos_set = set(self.eos.tolist())
         self.pad_id = pad_id
         self.hidden_id = hidden_id
+        self.prefix_cache = prefix_cache  # reuse of the last prompt's keys and values (``prefix_cache.py``)
         self.scorer = PrefixScorer(model, pad_id, notify=notify, hidden_id=hidden_id)
 
     @torch.no_grad()
@@ -221,9 +228,31 @@ class SlotDecoder:
         return _Row([piece], piece.size)
 
     def _prefill(self, cache, slots, take, prompts, members, pairs, scored, dev) -> list[int]:
-        """Read the taken prompts (and score their answers) in packed forwards; write their KV into the slots."""
-        rows = [self._row(prompts[i], members[i], i, pairs) for i in take]
-        first: list[int] = []
+        """Read the taken prompts (and score their answers) in packed forwards; write their KV into the slots.
+        With a ``prefix_cache``, a prompt that shares its start with the last one reads only the rest."""
+        first: dict[int, int] = {}  # position in ``take`` -> first answer token
+        fresh = list(range(len(take)))
+        reuse = self.prefix_cache if self.prefix_cache is not None and self.prefix_cache.usable(self.model) else None
+        if reuse is not None:
+            groups: dict[int, tuple[list, list[int]]] = {}
+            fresh = []
+            for k, i in enumerate(take):
+                n, kv = (0, []) if members[i] else reuse.match(self.model, prompts[i])
+                if n:
+                    groups.setdefault(n, (kv, []))[1].append(k)
+                else:
+                    fresh.append(k)
+            for n, (kv, ks) in groups.items():
+                while ks:  # as many rows per forward as the scorer's token budget allows (keys read per row)
+                    size = 1
+                    while size < len(ks) and (size + 1) * max(len(prompts[take[k]]) for k in ks[: size + 1]) \
+                            <= self.scorer.batch_tokens:
+                        size += 1
+                    part, ks = ks[:size], ks[size:]
+                    tokens = self._prefill_after(cache, n, kv, [slots[k] for k in part],
+                                                 [prompts[take[k]] for k in part], dev)
+                    first.update(zip(part, tokens))
+        rows = [self._row(prompts[take[k]], members[take[k]], take[k], pairs) for k in fresh]
         start = 0
         while start < len(rows):  # as many rows per forward as the scorer's token budget allows
             stop = start + 1
@@ -231,22 +260,89 @@ class SlotDecoder:
                     <= self.scorer.batch_tokens:
                 stop += 1
             batch = rows[start:stop]
+            ks = fresh[start:stop]
             hidden, kv = self.scorer._forward(batch, pairs, scored, record=True, visible_positions=True)
-            ends = torch.tensor([len(prompts[i]) - 1 for i in take[start:stop]], device=hidden.device)
-            first.extend(self.lm_head(hidden[torch.arange(len(batch), device=hidden.device), ends]).argmax(-1).tolist())
-            for r, i in enumerate(take[start:stop]):
-                c = len(prompts[i])
-                slot = slots[start + r]
-                cache.hidden[slot] = False
-                cache.shift[slot] = 0
-                if self.hidden_id is not None:
-                    hide = torch.tensor(prompts[i], device=dev).eq(self.hidden_id)
-                    cache.hidden[slot, :c] = hide
-                    cache.shift[slot] = int(hide.sum())
+            ends = torch.tensor([len(prompts[take[k]]) - 1 for k in ks], device=hidden.device)
+            tokens = self.lm_head(hidden[torch.arange(len(batch), device=hidden.device), ends]).argmax(-1).tolist()
+            first.update(zip(ks, tokens))
+            for r, k in enumerate(ks):
+                c = len(prompts[take[k]])
+                self._place(cache, slots[k], prompts[take[k]], dev)
                 for layer, (keys, values) in kv.items():
-                    cache.write_prefix(slots[start + r], layer, keys[r, :, :c], values[r, :, :c])
+                    cache.write_prefix(slots[k], layer, keys[r, :, :c], values[r, :, :c])
             start = stop
+        if reuse is not None and take:  # the newest prompt's keys and values serve the next ones
+            slot, ids = slots[-1], prompts[take[-1]]
+            reuse.store(self.model, ids, [(keys[slot, :, : len(ids)], values[slot, :, : len(ids)])
+                                          for keys, values in zip(cache.keys, cache.values)])
+        return [first[k] for k in range(len(take))]
+
+    def _place(self, cache, slot: int, prompt, dev) -> None:
+        """The slot's hidden prompt tokens and position shift (``hidden_id``)."""
+        cache.hidden[slot] = False
+        cache.shift[slot] = 0
+        if self.hidden_id is not None:
+            hide = torch.tensor(prompt, device=dev).eq(self.hidden_id)
+            cache.hidden[slot, : len(prompt)] = hide
+            cache.shift[slot] = int(hide.sum())
+
+    def _prefill_after(self, cache, n: int, past, slots, prompts, dev) -> list[int]:
+        """Prefill prompts whose first ``n`` tokens' keys and values are ``past`` (per layer
+        [kv_heads, n, head_dim]): one forward over the rest of each, with the positions and the hidden
+        tokens a full prefill gives them; returns each one's first answer token."""
+        rows = len(prompts)
+        rests = [list(p[n:]) for p in prompts]
+        width = max(len(r) for r in rests)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        real = torch.zeros((rows, width), dtype=torch.bool)
+        for r, rest in enumerate(rests):
+            ids[r, : len(rest)] = torch.tensor(rest)
+            real[r, : len(rest)] = True
+        head = torch.tensor(list(prompts[0][:n]))
+        if self.hidden_id is not None:
+            head_hidden = head.eq(self.hidden_id)
+            own_hidden = real & ids.eq(self.hidden_id)
+            seen = int((~head_hidden).sum()) + (real & ~own_hidden).long().cumsum(1)
+            pos = (seen - 1).clamp_min(0)
+        else:
+            head_hidden = torch.zeros(n, dtype=torch.bool)
+            own_hidden = torch.zeros((rows, width), dtype=torch.bool)
+            pos = (n + torch.arange(width)).repeat(rows, 1)
+        causal = torch.arange(width)[None, :] <= torch.arange(width)[:, None]
+        own = causal[None] & (real & ~own_hidden)[:, None, :]
+        allowed = torch.cat([(~head_hidden)[None, None, :].expand(rows, width, n), own], dim=2)
+        dtype = next(self.model.parameters()).dtype
+        after = _AfterPrefix(past, n, rows)
+        hidden = self.scorer.decoder(input_ids=ids.to(dev), attention_mask=additive_mask(allowed[:, None], dtype).to(dev),
+                                     position_ids=pos.to(dev), use_cache=True,
+                                     **{self.scorer.cache_arg: after}).last_hidden_state
+        ends = torch.tensor([len(r) - 1 for r in rests], device=hidden.device)
+        first = self.lm_head(hidden[torch.arange(rows, device=hidden.device), ends]).argmax(-1).tolist()
+        for r, (slot, prompt) in enumerate(zip(slots, prompts)):
+            self._place(cache, slot, prompt, dev)
+            for layer, (keys, values) in enumerate(past):
+                cache.write_prefix(slot, layer, keys, values)
+            for layer, (keys, values) in after.layers.items():
+                cache.write_prefix(slot, layer, keys[r, :, : len(rests[r])], values[r, :, : len(rests[r])], start=n)
         return first
 
+
+class _AfterPrefix:
+    """A stand-in KV cache for one forward that continues after shared keys and values: each layer attends to
+    ``past`` (the same for every row) then to the forward's own tokens, which it keeps in ``layers``."""
+
+    def __init__(self, past, n: int, rows: int):
+        self.past, self.n, self.rows = past, n, rows
+        self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        self.layers[layer_idx] = (key_states, value_states)
+        keys, values = self.past[layer_idx]
+        shape = (self.rows, *keys.shape)
+        return (torch.cat([keys.to(key_states.dtype).unsqueeze(0).expand(shape), key_states], dim=2),
+                torch.cat([values.to(value_states.dtype).unsqueeze(0).expand(shape), value_states], dim=2))
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.n
 
 __all__ = ["SlotCache", "SlotDecoder"]

@@ -35,6 +35,10 @@ This module wires the routes; beside it: ``http_errors`` (every error as an Open
 (API key, admin token), ``request_body`` (size limit, strict JSON, schema validation), ``answers``
 (waiting for the worker, usage), ``sse`` (streamed answers) and ``admin_payloads`` (target bodies).
 
+Prefill (``prefix_cache``, on by default): the guard puts the same system prompt before every request;
+the model keeps the keys and values of the last prompt and reads only what a new prompt does not share
+with it (``models/prefix_cache.py``), so a long guard instruction costs its prefill once, not per request.
+
 Verification (``verify_targets``, on by default): each added or changed target is probed in the
 background through the engine's low-priority line, and the figures are written to the audit log as a
 ``target.verified`` event (``verification.py``).
@@ -93,6 +97,7 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
 
         model = load_model(settings.model)
     stack = GuardStack(model, settings.guard, settings.guard_options)
+    prefixes = _enable_prefix_cache(model) if settings.prefix_cache else None
     registry = open_registry(settings.db_path)
     engine = Engine(stack, registry, settings)
     verifier = Verifier(engine, registry, settings) if settings.verify_targets else None
@@ -285,7 +290,8 @@ def create_app(settings: ServeSettings, model: LanguageModel | None = None) -> F
     async def stats(request: Request):
         check_admin(request, settings)
         registry_version = await run_in_threadpool(registry.version)  # what the next batch will enforce
-        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe(), "registry_version": registry_version}
+        return {**engine.stats, "queue": engine.queue_depth(), **stack.describe(), "registry_version": registry_version,
+                "prefix_cache": dict(prefixes.stats) if prefixes is not None else "off"}
 
     return app
 
@@ -299,6 +305,13 @@ def _base_name(model: LanguageModel) -> str:
     if hasattr(model, "base_url"):
         return str(getattr(model, "_model", None) or "model")
     return getattr(model, "name", "model") or "model"
+
+
+def _enable_prefix_cache(model: LanguageModel):
+    """Turn on the reuse of the shared start of prompts (the guard's system prompt) on the model that holds the
+    weights, when it has one (``models/prefix_cache.py``); its counters, or None."""
+    enable = getattr(leaf(model), "enable_prefix_cache", None)
+    return enable() if callable(enable) else None
 
 
 def _find_target(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

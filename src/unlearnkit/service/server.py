@@ -49,7 +49,7 @@ def serve(model: str | None = None, guard: str = "prompt", host: str = "127.0.0.
           db: str | Path | None = None, options: dict[str, str] | None = None, api_key: str | None = None,
           max_tokens: int | None = None, max_request_bytes: int | None = None, prompt_filter: bool = True,
           log_level: str = "info", request_timeout_s: float | None = None, max_request_tokens: int | None = None,
-          max_prompts_per_turn: int | None = None, verify_targets: bool = True) -> None:
+          max_prompts_per_turn: int | None = None, verify_targets: bool = True, prefix_cache: bool = True) -> None:
     """What ``unlearnkit serve`` calls. The admin token comes from UNLEARNKIT_ADMIN_TOKEN
     (and the optional chat key from UNLEARNKIT_API_KEY unless ``api_key`` is given);
     ``db`` is a SQLite path or a ``postgresql://`` URL (replicas share one). Raises
@@ -60,7 +60,7 @@ def serve(model: str | None = None, guard: str = "prompt", host: str = "127.0.0.
         guard_options=dict(options or {}), api_key=api_key, max_tokens_limit=max_tokens,
         max_request_bytes=max_request_bytes, prompt_filter=prompt_filter, log_level=log_level,
         request_timeout_s=request_timeout_s, max_request_tokens=max_request_tokens,
-        max_prompts_per_turn=max_prompts_per_turn, verify_targets=verify_targets,
+        max_prompts_per_turn=max_prompts_per_turn, verify_targets=verify_targets, prefix_cache=prefix_cache,
     )
     # Fail on an unavailable guard before loading the model.
     if settings.guard != "none":

@@ -67,6 +67,8 @@ class ServeSettings:
     max_prompts_per_turn: int = 4
     max_request_tokens: int = 16_384  # prompts x max_tokens of one request (larger: 400)
     request_timeout_s: float = 300.0  # a request not answered by then gets a 504; its remaining work is dropped
+    # reuse the keys and values of the start a prompt shares with the previous one (the guard's system prompt)
+    prefix_cache: bool = True
     # enforcement
     prompt_filter: bool = True  # refuse without generating when a prompt names a target
     output_filter: bool = True  # refuse when an answer names a target or quotes a fact
