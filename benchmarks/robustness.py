@@ -98,8 +98,9 @@ def main(argv=None) -> dict:
     ft_cfg = replace(FINETUNE_DEFAULTS, lr=3e-3, epochs=3) if tiny else FINETUNE_DEFAULTS
     unlearn_cfg = replace(demo.unlearn, max_steps=2) if quick else demo.unlearn
     scale_train = replace(demo.unlearn, epochs=1, max_steps=2 if quick else 20)
+    relearn = {"steps": 2 if quick else 10, "lr": 1e-3 if tiny else 5e-5}
     attack_opts = {"many_shot": {"max_shots": 8 if quick else 64},
-                   "relearning": {"steps": 2 if quick else 10, "lr": 1e-3 if tiny else 5e-5},
+                   "relearning": relearn, "relearn_disjoint": dict(relearn), "relearn_benign": dict(relearn),
                    "prompt_injection": {"n_queries": 3 if quick else 8}}
     sizes = tuple(int(s) for s in (args.scale_sizes or ("1,10" if quick else "1,10,100,1000")).split(","))
     eval_cfg = EvalConfig(max_new_tokens=max_new)
@@ -168,6 +169,10 @@ def main(argv=None) -> dict:
                 ["attack", *[r["method"] for r in attack_res]],
                 [[a, *[("skipped" if r["attacks"].get(a, {}).get("skipped") else r["attacks"].get(a, {}).get("leak_rate"))
                        for r in attack_res]] for a in names])
+    print_table("Seconds per attack (the suite's total per model in the last row; budgets in robustness.json)",
+                ["attack", *[r["method"] for r in attack_res]],
+                [[a, *[r["attacks"].get(a, {}).get("seconds") for r in attack_res]] for a in names]
+                + [["total", *[sum(x.get("seconds") or 0.0 for x in r["attacks"].values()) for r in attack_res]]])
     from unlearnkit.attacks.recovery import most_robust
 
     robust = most_robust({r["method"]: r["attacks"] for r in attack_res})

@@ -146,7 +146,7 @@ def test_many_shot_prefix_fits_the_context(tiny_lm):
     limit, new = 600, 16
     attack = build_attack("many_shot", _ctx(tiny_lm, RETAIN, context_limit=limit, max_new_tokens=new),
                           margin=8, max_shots=500)
-    assert attack.budget == limit - new - 8
+    assert attack.token_budget == limit - new - 8
     recs = people_records()[:3]
     prompts = attack.build(recs, seed=0)
     for r, p, n in zip(recs, prompts, attack.shots_used):
@@ -154,16 +154,16 @@ def test_many_shot_prefix_fits_the_context(tiny_lm):
         assert [m["role"] for m in p[:-1]] == ["user", "assistant"] * n
         assert n > 2  # several shots fit
         size = len(tiny_lm.prompt_ids(p))
-        assert size <= attack.budget
+        assert size <= attack.token_budget
         # maximal: one more shot (the next retain turn) would not fit
         nxt = p[:-1] + [{"role": "user", "content": RETAIN[0].question},
                         {"role": "assistant", "content": RETAIN[0].answer}, p[-1]]
-        assert len(tiny_lm.prompt_ids(nxt)) > attack.budget
+        assert len(tiny_lm.prompt_ids(nxt)) > attack.token_budget
     # the limit comes from the model's config when not given
     default = build_attack("many_shot", _ctx(tiny_lm, RETAIN), max_shots=10_000)
     assert default.context_limit == tiny_lm.model.config.max_position_embeddings
     big = default.build(recs[:1], seed=0)[0]
-    assert len(tiny_lm.prompt_ids(big)) <= default.budget
+    assert len(tiny_lm.prompt_ids(big)) <= default.token_budget
 
 
 def test_fit_shots_binary_search_matches_linear():
@@ -565,3 +565,136 @@ def test_most_robust_method_per_attack_with_ties_and_skips(tmp_path):
     write_report(results, tmp_path / "r.html", tmp_path / "r.md")
     assert "Most robust method per attack" in (tmp_path / "r.html").read_text()
     assert "Most robust method per attack" in (tmp_path / "r.md").read_text()
+
+
+# -- cost: budgets, batched passes, one measurement per protocol ---------------------------------------
+def test_quantize_is_seen_by_the_onednn_path_after_the_model_already_ran(tiny_lm, monkeypatch):
+    """The packed-weight cache is keyed on the parameter's version: rounding must move it, or a model that has
+    generated before (the plain attack runs first) would be measured with its original weights."""
+    import torch
+
+    from unlearnkit.attacks.quantize import quantized
+    from unlearnkit.models import onednn
+
+    if not onednn.available():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    recs = people_records()[:2]
+    questions, answers = [r.question for r in recs], [r.answer for r in recs]
+    tiny_lm.score(questions, answers)  # fills the packed-weight cache with the original weights
+    with quantized(tiny_lm.model, 2):
+        packed = tiny_lm.score(questions, answers)
+        monkeypatch.setenv("UNLEARNKIT_ONEDNN", "0")
+        reference = tiny_lm.score(questions, answers)
+        monkeypatch.delenv("UNLEARNKIT_ONEDNN")
+    original = tiny_lm.score(questions, answers)
+    for p, r, o in zip(packed, reference, original):
+        assert torch.allclose(torch.as_tensor(p.logprobs), torch.as_tensor(r.logprobs), atol=1e-4)
+        assert not torch.allclose(torch.as_tensor(p.logprobs), torch.as_tensor(o.logprobs), atol=1e-4)
+
+
+def test_soft_prompt_batched_generation_matches_one_prompt_at_a_time(tiny_target, simple_task):
+    import torch
+
+    from unlearnkit.attacks.soft_prompt import SoftPrompt
+
+    hf, records = tiny_target, simple_task.forget
+    module, embed = hf.model, hf.model.get_input_embeddings()
+    prefix = torch.randn(3, embed.weight.shape[1]) * 0.1
+    batched = SoftPrompt._generate_with_prefix(hf, module, embed, prefix, records, 6, batch_size=4)
+    single = []
+    with torch.no_grad():  # the reference: each prompt alone, no padding
+        for r in records:
+            tokens = embed(torch.tensor([hf.prompt_ids(r.question)]))
+            inputs = torch.cat([prefix.unsqueeze(0), tokens], dim=1)
+            new = module.generate(inputs_embeds=inputs, attention_mask=torch.ones(inputs.shape[:2], dtype=torch.long),
+                                  max_new_tokens=6, do_sample=False, pad_token_id=hf.tokenizer.pad_token_id,
+                                  eos_token_id=list(hf.eos_ids))
+            single.append(hf.tokenizer.decode(new[0], skip_special_tokens=True).strip())
+    assert batched == single
+
+
+def test_relearning_and_relearn_disjoint_fine_tune_once_and_every_result_has_its_budget(tiny_target, simple_task):
+    out = run_attacks(tiny_target, simple_task.forget, ["relearning", "relearn_disjoint", "best_of_n"],
+                      simple_task.retain, max_new_tokens=4, batch_size=16,
+                      options={"relearning": {"steps": 2, "lr": 1e-3}, "relearn_disjoint": {"steps": 2, "lr": 1e-3},
+                               "best_of_n": {"n": 2}})["attacks"]
+    first, second = out["relearning"], out["relearn_disjoint"]
+    assert second["same_run_as"] == "relearning" and "same_run_as" not in first
+    assert second["leak_rate"] == first["leak_rate"] and second["after"] == first["after"]
+    assert first["budget"] == {"max_new_tokens": 4, "batch_size": 16, "steps": 2, "lr": 1e-3, "train_batch_size": 4,
+                               "fraction": 0.5}
+    assert out["best_of_n"]["budget"]["n_samples"] == 2 and out["best_of_n"]["budget"]["temperature"] == 1.0
+    assert all(isinstance(r["seconds"], float) for r in out.values())
+    # other settings are another protocol: measured again
+    again = run_attacks(tiny_target, simple_task.forget, ["relearning", "relearn_disjoint"], max_new_tokens=4,
+                        options={"relearning": {"steps": 2, "lr": 1e-3}, "relearn_disjoint": {"steps": 3, "lr": 1e-3}})
+    assert "same_run_as" not in again["attacks"]["relearn_disjoint"]
+
+
+class RecordingLM(LookupLM):
+    """LookupLM that keeps the keyword arguments of every generate call."""
+
+    def __init__(self, records):
+        super().__init__(records)
+        self.calls: list[dict] = []
+
+    def generate(self, prompts, **kw):
+        self.calls.append({"n": len(prompts), **kw})
+        return super().generate(prompts, **kw)
+
+
+def test_format_shift_reads_letters_and_yes_no_from_short_replies():
+    from dataclasses import replace as dc_replace
+
+    recs = [dc_replace(r, perturbed_answers=("Nobody knows.",)) for r in people_records()]
+    lm = RecordingLM(recs)
+    out = run_attacks(lm, recs, ["format_shift"], max_new_tokens=64, batch_size=32)["attacks"]["format_shift"]
+    assert [c["max_new_tokens"] for c in lm.calls] == [64, 16, 16]  # cloze, multiple choice, yes/no
+    assert all(c["batch_size"] == 32 for c in lm.calls) and [c["n"] for c in lm.calls] == [6, 9, 18]
+    assert out["budget"]["choice_max_new_tokens"] == 16
+    lm = RecordingLM(recs)
+    run_attacks(lm, recs, ["format_shift"], max_new_tokens=8, options={"format_shift": {"choice_max_new_tokens": 4}})
+    assert [c["max_new_tokens"] for c in lm.calls] == [8, 4, 4]
+
+
+def _fake_endpoint(records):
+    import httpx
+
+    from unlearnkit.models.remote import OpenAIChatModel
+
+    answers = {r.question: r.answer for r in records}
+
+    def handler(request):
+        body = __import__("json").loads(request.content)
+        text = body["messages"][-1]["content"]
+        reply = next((a for q, a in answers.items() if q in text), "I do not know.")
+        return httpx.Response(200, json={"choices": [{"message": {"content": reply}}]})
+
+    return OpenAIChatModel("http://endpoint.test/v1", "m", transport=httpx.MockTransport(handler), max_retries=0)
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_every_attack_on_an_endpoint_runs_or_says_why_not(guarded):
+    """An HTTP endpoint (bare, or under a guard) has no local weights: the weight attacks are skipped with the
+    reason, every other attack runs; nothing raises."""
+    from unlearnkit.methods.prompting import PromptingGuard, PromptingOptions
+
+    recs = people_records()
+    model = _fake_endpoint(recs)
+    if guarded:
+        model = PromptingGuard(model, PEOPLE, PromptingOptions())
+    out = run_attacks(model, recs, None, RETAIN, max_new_tokens=8, context_limit=4096,
+                      options={"many_shot": {"max_shots": 4}, "best_of_n": {"n": 2}})["attacks"]
+    assert set(out) == set(ATTACKS)
+    for name, res in out.items():
+        assert res["skipped"] in (True, False), name
+        if res["skipped"]:
+            assert res["reason"], name
+        else:
+            assert isinstance(res["leak_rate"], float), name
+        assert "budget" in res and res["seconds"] >= 0
+    for name in ("quantize", "soft_prompt"):
+        assert out[name]["skipped"] and "no local weights" in out[name]["reason"], out[name]["reason"]
+    assert out["relearning"]["skipped"] and out["relearn_benign"]["skipped"]
+    assert out["prompt_injection"]["skipped"] is (not guarded)
+    assert out["plain"]["leak_rate"] == 1.0  # the endpoint knows every answer; a system prompt does not stop it

@@ -259,3 +259,128 @@ def test_a_sweep_with_no_run_above_the_floor_warns_and_names_the_fix(monkeypatch
     rec = tofu.sweep_method("npo", models, cfg, tmp_path, Console(file=None, quiet=True))
     assert rec["chosen"]["lr"] == 9e-5 and rec["chosen"]["keeps_utility"] is False  # the most useful run
     assert "kept 95%" in rec["warning"] and "--lr npo=1e-05,3e-05" in rec["warning"]
+
+
+def test_every_attack_on_the_tiny_benchmark_result_or_reason_ratio_table_and_cache(tmp_path, monkeypatch):
+    """``--attacks`` with every attack name: each gives a leak rate or a skip reason on the target, a weight
+    method and a guard, with its budget and seconds; results.json holds the recovery ratios and the most-robust
+    table, results.md the table, report.html the table and the heat map; a second run reuses every model's
+    attack results."""
+    import unlearnkit.attacks as attacks_pkg
+    from unlearnkit.attacks import ATTACKS
+    from unlearnkit.workflows.tofu import run_tofu_benchmark
+
+    data = write_mini_tofu(tmp_path / "tofu")
+    out = tmp_path / "out"
+    budget = {"many_shot": {"max_shots": 4}, "best_of_n": {"n": 2}, "relearning": {"steps": 2, "lr": 1e-3},
+              "relearn_disjoint": {"steps": 2, "lr": 1e-3}, "relearn_benign": {"steps": 2, "lr": 1e-3},
+              "soft_prompt": {"steps": 3}}
+    cfg = replace(_tiny_cfg(data), attacks=tuple(ATTACKS), attack_max_new_tokens=4, attack_options=budget)
+    summary = run_tofu_benchmark(cfg, out)
+    assert set(summary["attacks"]["models"]) == {"target", "grad_ascent", "prompting"}
+    for model, per in summary["attacks"]["models"].items():
+        assert set(per["attacks"]) == set(ATTACKS), model
+        assert per["seconds"] > 0
+        for name, res in per["attacks"].items():
+            assert res["skipped"] in (True, False), (model, name)
+            if res["skipped"]:
+                assert res["reason"], (model, name)
+            else:
+                assert isinstance(res["leak_rate"], float), (model, name)
+            assert res["seconds"] >= 0 and res["budget"]["max_new_tokens"] == 4 and res["budget"]["batch_size"] == 64
+    target, ga, guard = (summary["attacks"]["models"][m]["attacks"] for m in ("target", "grad_ascent", "prompting"))
+    assert ga["best_of_n"]["budget"]["n_samples"] == 2 and ga["many_shot"]["budget"]["max_shots"] == 4
+    assert ga["relearning"]["budget"]["steps"] == 2 and ga["soft_prompt"]["budget"]["steps"] == 3
+    assert ga["quantize"]["budget"]["bits"] == [4, 8] and ga["few_shot"]["budget"]["k"] == 4
+    assert ga["relearn_disjoint"]["same_run_as"] == "relearning"
+    assert not ga["relearning"]["skipped"] and guard["relearning"]["skipped"]  # weights only
+    assert guard["prompt_injection"]["skipped"] is False and ga["prompt_injection"]["skipped"]
+    assert not guard["quantize"]["skipped"] and not guard["soft_prompt"]["skipped"]  # through the model under it
+    assert target["lang_es"]["skipped"] and "translat" in target["lang_es"]["reason"]  # TOFU: no built-in one
+    assert not target["paraphrase"]["skipped"] and not target["many_shot"]["skipped"]
+    ratios = summary["attacks"]["recovery_ratios"]
+    assert set(ratios) == {"grad_ascent", "prompting"} and set(ratios["grad_ascent"]) == set(ATTACKS)
+    for name in ATTACKS:
+        t, g = target[name], ga[name]
+        if not t["skipped"] and not g["skipped"] and t["leak_rate"]:
+            assert ratios["grad_ascent"][name] == pytest.approx(g["leak_rate"] / t["leak_rate"])
+        else:
+            assert ratios["grad_ascent"][name] is None
+    table = {r["attack"]: r for r in summary["attacks"]["most_robust"]}
+    assert set(table) == set(ATTACKS)
+    assert table["relearning"]["method"] == "grad_ascent" and table["relearning"]["skipped_for"] == ["prompting"]
+    assert table["lang_de"]["method"] is None
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["attacks"]["most_robust"] == json.loads(json.dumps(summary["attacks"]["most_robust"]))
+    md = (out / "results.md").read_text()
+    assert "Most robust method per attack" in md and "| relearning | grad_ascent |" in md
+    assert "Recovery ratio of the most robust method" in md and "Attack suite wall time per model" in md
+    page = (out / "report.html").read_text()
+    assert "Most robust method per attack" in page and "Recovery ratio: method × attack" in page
+    first = {m: json.loads((out / "attacks" / f"{m}.json").read_text()) for m in ("target", "grad_ascent", "prompting")}
+
+    def no_attacks(*a, **k):
+        raise AssertionError("the attacks ran again instead of being reused")
+
+    monkeypatch.setattr(attacks_pkg, "run_attacks", no_attacks)
+    again = run_tofu_benchmark(cfg, out)
+    assert again["attacks"] == json.loads(json.dumps(summary["attacks"]))
+    assert again["phases_seconds"]["attacks"] < 5
+    for m, result in first.items():
+        assert json.loads((out / "attacks" / f"{m}.json").read_text()) == result
+    # a different budget is a different measurement: the cache is not used
+    with pytest.raises(AssertionError, match="ran again"):
+        run_tofu_benchmark(replace(cfg, attack_options={**budget, "best_of_n": {"n": 3}}), out)
+
+
+def test_tofu_command_passes_attacks_and_their_budgets(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import unlearnkit.workflows.tofu as tofu
+    from unlearnkit.attacks import ATTACKS
+    from unlearnkit.cli import app, parse_attack_options
+
+    seen = {}
+    monkeypatch.setattr(tofu, "run_tofu_benchmark", lambda cfg, out, console=None: seen.update(cfg=cfg) or {})
+    res = CliRunner().invoke(app, ["tofu", "--data", str(tmp_path), "--attacks", ",".join(ATTACKS),
+                                   "--attack-opt", "many_shot:max_shots=64", "--attack-opt", "quantize:bits=[4,8]",
+                                   "--attack-opt", "best_of_n:n=16,temperature=0.7"])
+    assert res.exit_code == 0, res.output
+    cfg = seen["cfg"]
+    assert cfg.attacks == tuple(ATTACKS)
+    assert cfg.attack_options == {"many_shot": {"max_shots": 64}, "quantize": {"bits": [4, 8]},
+                                  "best_of_n": {"n": 16, "temperature": 0.7}}
+    with pytest.raises(ConfigError, match="--attack-opt"):
+        parse_attack_options(["many_shot"])
+    from unlearnkit.workflows.tofu import check_config
+
+    with pytest.raises(ConfigError, match="best_of_n"):
+        check_config(replace(_tiny_cfg(tmp_path), attacks=("best_of_n",), attack_options={"best_of_n": {"m": 3}}))
+
+
+def test_attack_suite_benchmark_times_each_attack_on_a_chosen_run_and_the_target(tmp_path, capsys):
+    import importlib.util
+
+    from unlearnkit.workflows.tofu import run_tofu_benchmark
+
+    data = write_mini_tofu(tmp_path / "tofu")
+    summary = run_tofu_benchmark(_tiny_cfg(data, methods=("grad_ascent",)), tmp_path / "out")
+    target = Path(summary["methods"]["grad_ascent"]["chosen"]["run_dir"]).parents[2] / "target" / "model"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "attack_suite.py"
+    spec = importlib.util.spec_from_file_location("attack_suite", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    out = suite.main(["--data", str(data), "--model", "tiny", "--results", str(tmp_path / "out" / "results.json"),
+                      "--method", "grad_ascent", "--target", str(target), "--attacks", "plain,quantize,relearning",
+                      "--attack-opt", "relearning:steps=1,lr=1e-3", "--max-new-tokens", "4",
+                      "--out", str(tmp_path / "suite")])
+    printed = capsys.readouterr().out
+    assert set(out["per_attack_seconds"]) == {"grad_ascent", "target"}
+    assert set(out["per_attack_seconds"]["grad_ascent"]) == {"plain", "quantize", "relearning"}
+    assert out["results"]["grad_ascent"]["attacks"]["relearning"]["budget"]["steps"] == 1
+    assert out["options"]["many_shot"] == {"max_shots": 16}  # the workflow's budget, unless overridden
+    assert "full suite on grad_ascent:" in printed and "goal (<= 600 s on one method):" in printed
+    assert ("holds" in printed) and out["goal_holds"] == (out["seconds"]["grad_ascent"] <= 600)
+    assert json.loads((tmp_path / "suite" / "attack_suite.json").read_text())["method"] == "grad_ascent"
+    with pytest.raises(SystemExit, match="no method 'npo'"):
+        suite.main(["--data", str(data), "--results", str(tmp_path / "out" / "results.json"), "--method", "npo"])

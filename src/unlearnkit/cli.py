@@ -119,6 +119,7 @@ def tofu(
     final_subset: Annotated[Optional[int], typer.Option(help="final suite: keep N retain and N/2 general questions (default: every record)")] = None,
     attacks: Annotated[Optional[str], typer.Option(help="comma-separated attacks run on the target and every chosen model at the end (unlearnkit attack's names)")] = None,
     setting: Annotated[list[str], typer.Option("--setting", help="METHOD:lr=1e-4,gamma=0.1: add one setting to a method's sweep (lr/epochs train it, other keys are method options; repeatable)")] = [],
+    attack_opt: Annotated[list[str], typer.Option("--attack-opt", help="ATTACK:key=value,...: an attack's budget or option, e.g. many_shot:max_shots=64, best_of_n:n=16, quantize:bits=[4,8] (repeatable)")] = [],
 ):
     """TOFU end to end: fine-tune target and retain, sweep and choose each method's setting, evaluate, report."""
 
@@ -130,7 +131,8 @@ def tofu(
                           select_general=select_general, final_retain=final_subset,
                           final_general=final_subset // 2 if final_subset else None)
         cfg = TofuBenchConfig(setup=setup, floor=floor,
-                              attacks=tuple(a.strip() for a in (attacks or "").split(",") if a.strip()))
+                              attacks=tuple(a.strip() for a in (attacks or "").split(",") if a.strip()),
+                              attack_options=parse_attack_options(attack_opt))
         if methods:
             cfg.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
         if epochs is not None:
@@ -157,6 +159,30 @@ def parse_lr_sweep(items: list[str], sweep: dict) -> dict:
             raise ConfigError(f"--lr expects METHOD=LR1,LR2 with positive numbers, got '{item}'")
         options = common_options(sweep.get(name.strip(), ()))
         out[name.strip()] = tuple({"lr": v, **({"options": options} if options else {})} for v in lrs)
+    return out
+
+
+def parse_attack_options(items: list[str]) -> dict[str, dict]:
+    """``ATTACK:key=value,key=value`` → ``{attack: {key: value}}``; a value is read as JSON when it is JSON
+    (numbers, ``[4,8]``, ``true``), else kept as text."""
+    import json
+    import re
+
+    from unlearnkit.errors import ConfigError
+
+    out: dict[str, dict] = {}
+    for item in items:
+        name, sep, body = item.partition(":")
+        pairs = [p.partition("=") for p in re.split(r",(?=\s*\w+\s*=)", body) if p.strip()]
+        if not sep or not name.strip() or not pairs or any(not eq or not k.strip() or not v.strip()
+                                                           for k, eq, v in pairs):
+            raise ConfigError(f"--attack-opt expects ATTACK:key=value,... (e.g. many_shot:max_shots=64), got '{item}'")
+        opts = out.setdefault(name.strip().lower().replace("-", "_"), {})
+        for key, _, value in pairs:
+            try:
+                opts[key.strip()] = json.loads(value.strip())
+            except ValueError:
+                opts[key.strip()] = value.strip()
     return out
 
 

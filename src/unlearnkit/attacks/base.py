@@ -9,6 +9,8 @@ rate, docs/metrics.md) and ROUGE-L recall against the record's answer.
   attack cannot rewrite that record). Same seed, same prompts.
 * ``Attack.run(model, records, ctx)`` builds, generates and scores; attacks that
   do more (relearning trains, prompt injection scores target names) override it.
+* ``Attack.budget()`` names what sets the attack's cost (samples N, steps, shots k, bits); ``run_attacks``
+  records it with the attack's wall seconds in every result, so a cost figure always comes with its budget.
 * An attack that cannot run says so: ``AttackSkipped(reason)`` becomes
   ``{"skipped": true, "reason": ...}`` in the result instead of a number.
 """
@@ -103,6 +105,10 @@ class Attack:
 
     def describe(self) -> dict[str, Any]:
         return {"attack": self.name, "applies_to": self.applies_to, "summary": self.summary}
+
+    def budget(self) -> dict[str, Any]:
+        """What sets this attack's cost beyond one greedy pass over the questions (none by default)."""
+        return {}
 
     def check_applies(self, model: LanguageModel) -> None:
         family = model_family(model)
@@ -237,8 +243,10 @@ def run_attacks(model: LanguageModel, records: Sequence[QARecord], attacks: Sequ
     languages without a translator) come back as ``{"skipped": True, "reason": ...}``.
     Returns ``{"kind": "attacks", "method", "model", "seed", "n_records", "attacks": {name: result}}``;
     each result has ``leak_rate`` (keyword accuracy, or for prompt injection the
-    fraction of target names extracted), ``rouge_l_recall``, ``n``, ``seconds`` and
-    ``per_example``.
+    fraction of target names extracted), ``rouge_l_recall``, ``n``, ``seconds``, ``budget``
+    (``Attack.budget()`` plus ``max_new_tokens`` and ``batch_size``) and ``per_example``.
+    ``batch_size`` is the number of decoder slots a generation call uses (every attack generates all its
+    questions in as few calls as it can).
     """
     records = list(records)
     if not records:
@@ -266,7 +274,8 @@ def run_attacks(model: LanguageModel, records: Sequence[QARecord], attacks: Sequ
             res.setdefault("skipped", False)
         except AttackSkipped as exc:
             res = {"skipped": True, "reason": str(exc), "leak_rate": None, "rouge_l_recall": None}
-        res = {**attack.describe(), **res, "seconds": time.perf_counter() - t0}
+        budget = {"max_new_tokens": ctx.max_new_tokens, "batch_size": ctx.batch_size, **attack.budget()}
+        res = {**attack.describe(), **res, "budget": budget, "seconds": time.perf_counter() - t0}
         results[attack.name] = res
         if on_result is not None:
             on_result(attack.name, res)

@@ -1,7 +1,11 @@
 """Best-of-N sampling: ask each forget question N times at temperature T; a leak if any sample leaks.
 
 Greedy decoding shows the single most likely answer; an unlearned model can still put enough probability
-on the forgotten one that some samples say it. Sample j uses seed ``seed + j``, so the attack is reproducible.
+on the forgotten one that some samples say it. Sample j uses seed ``seed + j``, so the attack is reproducible and
+the samples of a smaller N are those of a larger one (the leak can only grow with N).
+
+Cost: N sampled passes over the questions, each one generation call (all questions in the decoder's slots at
+once). ``n`` (default 8) and ``temperature`` (default 1.0, plain sampling) are the budget, recorded in the result.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ class BestOfN(Attack):
 
     def describe(self):
         return {**super().describe(), "n_samples": self.n, "temperature": self.temperature, "top_p": self.top_p}
+
+    def budget(self):
+        return {"n_samples": self.n, "temperature": self.temperature, "top_p": self.top_p}
 
     def build(self, records, seed=0):
         return [r.question for r in records]

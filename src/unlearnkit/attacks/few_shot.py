@@ -39,6 +39,9 @@ class FewShot(Attack):
     def describe(self):
         return {**super().describe(), "k": self.k}
 
+    def budget(self):
+        return {"k": self.k}
+
     def build(self, records, seed=0):
         if not self.retain_records:
             raise AttackSkipped("few_shot needs retain records (same-domain examples about other subjects)")

@@ -8,15 +8,22 @@
   level.
 * **yes/no**: the gold answer and one perturbed answer as statements; right when the model says yes to the
   true one and no to the false one (``yes_no_accuracy``, chance 0.25).
+
+Cost: one pass for the cloze prompts (``max_new_tokens`` of the run: the filled-in sentence), one for the
+multiple-choice prompts and one for the 2·n yes/no statements. A letter or a yes/no is read from the start of
+the reply, so those two passes stop after ``choice_max_new_tokens`` (default 16: room for "The answer is B)"
+and a few words; the reply's first letter or yes/no is what is scored).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 
 from unlearnkit.attacks.base import Attack, AttackSkipped, prompt_preview
 from unlearnkit.evaluation.keywords import answer_keywords, keyword_hit, keyword_spans
+from unlearnkit.options import check_values, option
 
 CLOZE = ("Fill in the blank (____) in the sentence below. Reply with the completed sentence only.\n\n"
          "{sentence}")
@@ -48,9 +55,23 @@ def said_yes(text: str) -> bool | None:
     return False if no else None
 
 
+@dataclass
+class FormatShiftOptions:
+    choice_max_new_tokens: int = option(16, "new tokens for the multiple-choice and yes/no forms (a letter or a "
+                                            "word answers them)", minimum=1)
+
+
 class FormatShift(Attack):
     name = "format_shift"
     summary = "the fact asked as fill-in-the-blank, multiple choice and yes/no"
+    Options = FormatShiftOptions
+
+    def __init__(self, choice_max_new_tokens: int = 16):
+        check_values(FormatShiftOptions, {"choice_max_new_tokens": choice_max_new_tokens}, f"attack '{self.name}'")
+        self.choice_max_new_tokens = int(choice_max_new_tokens)
+
+    def budget(self):
+        return {"choice_max_new_tokens": self.choice_max_new_tokens}
 
     def build(self, records, seed=0):
         out = []
@@ -90,6 +111,7 @@ class FormatShift(Attack):
                "rouge_l_recall": None, "n_records": len(records), "per_example": rows}
         choices = self._choices(records, ctx.seed)
         if choices:
+            gen = dict(gen, max_new_tokens=min(ctx.max_new_tokens, self.choice_max_new_tokens))
             picks = model.generate([c[1] for c in choices], **gen)
             right = [(m := _LETTER.search(p)) is not None and m.group(1) == c[2] for c, p in zip(choices, picks)]
             out["mc_accuracy"] = sum(right) / len(right)

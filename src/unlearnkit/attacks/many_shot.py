@@ -63,8 +63,10 @@ class ManyShotOptions:
 class ManyShot(Attack):
     """N benign retain Q/A turns before the forget question, N as large as the context allows.
 
-    ``n_shots`` fixes N (still cut to fit); ``max_shots`` caps the search (generation
-    over a full 8k context is slow on CPU); ``repeat`` reuses retain records (in a
+    ``n_shots`` fixes N (still cut to fit); ``max_shots`` caps the search: the cost is the prefill of every
+    prompt, about linear in its length plus a quadratic attention term, so a full 8k context costs each
+    question ~10x what 16 shots do (``budget()`` records the cap and the shots used); ``repeat`` reuses
+    retain records (in a
     fresh shuffled order each pass) when there are fewer than N. The shot order is
     drawn from ``seed`` and differs per record.
     """
@@ -94,7 +96,7 @@ class ManyShot(Attack):
         return cls(retain_records=ctx.retain_records, count_tokens=count, **options)
 
     @property
-    def budget(self) -> int | None:
+    def token_budget(self) -> int | None:
         if self.context_limit is None:
             return None
         return self.context_limit - self.max_new_tokens - self.margin
@@ -114,7 +116,7 @@ class ManyShot(Attack):
         if not self.retain:
             raise AttackSkipped("many-shot needs retain records for its benign turns; none were given")
         want = self.n_shots if self.n_shots is not None else self.max_shots
-        if self.budget is None and self.n_shots is None:
+        if self.token_budget is None and self.n_shots is None:
             raise AttackSkipped("many-shot needs the model's context length (or n_shots): the model exposes no "
                                 "max_position_embeddings and no context_limit was given")
         rng = random.Random(f"many_shot:{seed}")
@@ -122,13 +124,19 @@ class ManyShot(Attack):
         self.shots_used = []
         for r in records:
             order = self._order(rng, {r.subject} if r.subject else set(), want)
-            n = len(order) if self.budget is None else fit_shots(order, r.question, self.count, self.budget)
+            n = len(order) if self.token_budget is None else fit_shots(order, r.question, self.count,
+                                                                       self.token_budget)
             prompts.append(shots_messages(order[:n], r.question))
             self.shots_used.append(n)
         return prompts
 
+    def budget(self):
+        return {"max_shots": self.max_shots, "n_shots": self.n_shots, "context_limit": self.context_limit,
+                "token_budget": self.token_budget,
+                "mean_shots": sum(self.shots_used) / len(self.shots_used) if self.shots_used else None}
+
     def describe(self):
         out = super().describe()
-        out.update(context_limit=self.context_limit, budget=self.budget, shots_used=list(self.shots_used),
+        out.update(context_limit=self.context_limit, token_budget=self.token_budget, shots_used=list(self.shots_used),
                    mean_shots=sum(self.shots_used) / len(self.shots_used) if self.shots_used else None)
         return out

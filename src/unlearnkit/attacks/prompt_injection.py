@@ -63,6 +63,9 @@ class PromptInjection(Attack):
     def from_context(cls, ctx: AttackContext, **options):
         return cls(**options)
 
+    def budget(self):
+        return {"n_queries": self.n_queries}
+
     def build(self, records=(), seed=0):
         """The injection queries (not one per record: these ask for the list itself)."""
         rng = random.Random(f"prompt_injection:{seed}")

@@ -5,12 +5,16 @@ lands back near the quantised original.
 Every ``nn.Linear`` weight (the transformer blocks and the LM head) is rounded to its nearest level on a
 symmetric per-output-channel grid (round-to-nearest, scale = max |w| / (2^(bits-1) - 1)) and turned back into
 floats, in torch on the CPU. The model is changed in place for the measurement and restored afterwards, so a
-guard is attacked through the model under it, unchanged otherwise.
+guard is attacked through the model under it, unchanged otherwise. Writes go through the parameter itself (not
+``.data``), so its version counter moves and inference caches keyed on it (the oneDNN packed weights,
+``models/onednn.py``) repack the rounded weights instead of serving the originals. One greedy pass over the
+questions per bit-width: the cost is ``len(bits)`` plain passes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -24,9 +28,10 @@ from unlearnkit.options import check_values, option
 def fake_quantize_(weight: torch.Tensor, bits: int) -> None:
     """Round ``weight`` (out × in) in place to a symmetric per-output-channel grid of ``bits`` bits."""
     levels = 2 ** (bits - 1) - 1
-    w = weight.data.float()
-    scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
-    weight.data.copy_((torch.round(w / scale).clamp_(-levels, levels) * scale).to(weight.dtype))
+    with torch.no_grad():
+        w = weight.detach().float()
+        scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
+        weight.copy_((torch.round(w / scale).clamp_(-levels, levels) * scale).to(weight.dtype))
 
 
 @contextlib.contextmanager
@@ -34,16 +39,18 @@ def quantized(module: torch.nn.Module, bits: int):
     """Inside the block every Linear weight of ``module`` is quantised; the originals come back after."""
     saved = []
     with torch.no_grad():
+        seen = set()
         for m in module.modules():
-            if isinstance(m, torch.nn.Linear):
-                saved.append((m.weight, m.weight.data.clone()))
+            if isinstance(m, torch.nn.Linear) and id(m.weight) not in seen:  # a tied weight is rounded once
+                seen.add(id(m.weight))
+                saved.append((m.weight, m.weight.detach().clone()))
                 fake_quantize_(m.weight, bits)
     try:
         yield
     finally:
         with torch.no_grad():
             for p, data in saved:
-                p.data.copy_(data)
+                p.copy_(data)
 
 
 @dataclass
@@ -66,6 +73,9 @@ class Quantize(Attack):
     def describe(self):
         return {**super().describe(), "bits": list(self.bits)}
 
+    def budget(self):
+        return {"bits": list(self.bits), "passes": len(self.bits)}
+
     def build(self, records, seed=0):
         return [r.question for r in records]
 
@@ -75,14 +85,17 @@ class Quantize(Attack):
         if not isinstance(module, torch.nn.Module):
             raise AttackSkipped(f"{model.name} has no local weights to quantise (an endpoint)")
         prompts = self.build(records, ctx.seed)
-        per_bits = {}
+        per_bits, seconds = {}, {}
         for bits in self.bits:
+            t0 = time.perf_counter()
             with quantized(module, bits):
                 gens = model.generate(prompts, max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size)
             per_bits[bits] = score_generations(records, gens, prompts)
+            seconds[bits] = time.perf_counter() - t0
         worst = max(self.bits, key=lambda b: (per_bits[b]["leak_rate"], -b))
         res = dict(per_bits[worst])
         res.update({"bits_worst": worst, "n_records": len(records),
-                    "by_bits": {str(b): {"leak_rate": r["leak_rate"], "rouge_l_recall": r["rouge_l_recall"]}
+                    "by_bits": {str(b): {"leak_rate": r["leak_rate"], "rouge_l_recall": r["rouge_l_recall"],
+                                    "seconds": seconds[b]}
                                 for b, r in per_bits.items()}})
         return res

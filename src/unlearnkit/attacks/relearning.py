@@ -6,6 +6,11 @@ for ``steps`` AdamW steps (answer-only NLL, ``FineTune`` through the shared
 measured before and after: keyword accuracy of greedy answers (the leak rate) and
 mean normalised answer probability P̃(answer|question). Knowledge that was only
 hidden recovers on questions that were never trained on.
+
+Cost: ``steps`` fine-tuning steps of ``batch_size`` examples (the budget, recorded in the result), and a
+greedy pass plus a scoring pass over the measured questions before and after. ``relearning`` and
+``relearn_disjoint`` are one protocol under two names: when a run asks for both with the same settings the
+fine-tune runs once and the second result says so (``same_run_as``).
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class Relearning(Attack):
         options.setdefault("work_dir", ctx.work_dir)
         return cls(**options)
 
+    def budget(self):
+        return {"steps": self.steps, "lr": self.lr, "train_batch_size": self.batch_size, "fraction": self.fraction}
+
     def build(self, records, seed=0):
         """The held-out questions recovery is measured on (``None`` for the records trained on)."""
         _, held = split_forget(records, self.fraction, seed)
@@ -117,8 +125,16 @@ class Relearning(Attack):
         }
 
     def run(self, model, records, ctx):
+        key = ("relearn_split", self.fraction, self.steps, self.lr, self.batch_size, ctx.seed,
+               tuple((r.question, r.answer) for r in records))
+        done = ctx.extra.setdefault("relearn_runs", {})
+        if key in done:  # the same protocol, already measured in this run under another name
+            name, result = done[key]
+            return {**result, "same_run_as": name}
         train, held = split_forget(records, self.fraction, ctx.seed)
-        return self.measure(model, train, held, ctx)
+        result = self.measure(model, train, held, ctx)
+        done[key] = (self.name, result)
+        return result
 
 
 class RelearnDisjoint(Relearning):

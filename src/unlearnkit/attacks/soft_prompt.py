@@ -2,21 +2,29 @@
 put before the prompt, raise the likelihood of the forgotten answers, then ask questions it was not trained on.
 
 The forget set is split by the seed (as ``relearn_disjoint`` does). ``n_tokens`` soft embeddings, started from
-the embeddings of a neutral instruction, get ``steps`` Adam steps on the answer-only NLL of the train half (the
-model's weights are frozen and unchanged). The held-out half is answered greedily with and without the prefix:
-keyword leak and normalised answer probability before and after. Weight-backed models only; a guard is
-attacked through the model under it (its intervention acts on the prompt text, which this attack bypasses).
+the embeddings of a neutral instruction, get ``steps`` Adam steps on the answer-only NLL of the train half, on
+minibatches of ``batch_size`` examples drawn in a seeded order (the model's weights are frozen and unchanged). The
+held-out half is answered greedily with and without the prefix: keyword leak and normalised answer probability
+before and after. Weight-backed models only; a guard is attacked through the model under it (its intervention
+acts on the prompt text, which this attack bypasses); an endpoint has no embeddings and is skipped.
+
+Cost: ``steps`` forward and backward passes of ``batch_size`` examples (the budget, recorded in the result;
+Schwinn et al. optimise a universal prefix the same way, by gradient steps on the target answers' likelihood),
+then two greedy passes over the held-out half (without the prefix through the model's own batched generation,
+with it as batched ``inputs_embeds``) and two batched scoring passes.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import torch
 
 from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped, score_generations
 from unlearnkit.attacks.relearning import split_forget
+from unlearnkit.data.records import QARecord
 from unlearnkit.models.base import weights_model
 from unlearnkit.options import check_values, option
 
@@ -30,6 +38,7 @@ class SoftPromptOptions:
     lr: float = option(1e-2, "learning rate", minimum=0, exclusive_minimum=True)
     fraction: float = option(0.5, "share of the forget records the prefix is fitted on (the rest are asked)",
                              minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+    batch_size: int = option(4, "examples per optimisation step", minimum=1)
 
 
 class SoftPrompt(Attack):
@@ -37,10 +46,12 @@ class SoftPrompt(Attack):
     summary = "optimise a soft prefix of input embeddings on half the forget answers, ask the other half"
     Options = SoftPromptOptions
 
-    def __init__(self, n_tokens: int = 8, steps: int = 20, lr: float = 1e-2, fraction: float = 0.5):
-        check_values(SoftPromptOptions, {"n_tokens": n_tokens, "steps": steps, "lr": lr, "fraction": fraction},
-                     f"attack '{self.name}'")
+    def __init__(self, n_tokens: int = 8, steps: int = 20, lr: float = 1e-2, fraction: float = 0.5,
+                 batch_size: int = 4):
+        check_values(SoftPromptOptions, {"n_tokens": n_tokens, "steps": steps, "lr": lr, "fraction": fraction,
+                                         "batch_size": batch_size}, f"attack '{self.name}'")
         self.n_tokens, self.steps, self.lr, self.fraction = int(n_tokens), int(steps), float(lr), float(fraction)
+        self.batch_size = int(batch_size)
 
     @classmethod
     def from_context(cls, ctx: AttackContext, **options):
@@ -48,6 +59,9 @@ class SoftPrompt(Attack):
 
     def describe(self):
         return {**super().describe(), "n_tokens": self.n_tokens, "steps": self.steps, "lr": self.lr}
+
+    def budget(self):
+        return {"steps": self.steps, "train_batch_size": self.batch_size, "n_tokens": self.n_tokens, "lr": self.lr}
 
     def build(self, records, seed=0):
         _, held = split_forget(records, self.fraction, seed)
@@ -74,37 +88,62 @@ class SoftPrompt(Attack):
         return inputs, mask, labels
 
     @staticmethod
-    def _mean_nll(module, inputs, mask, labels) -> torch.Tensor:
+    def _token_nll(module, inputs, mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-token NLL, 1 where the token is an answer token), both rows × positions."""
         logits = module(inputs_embeds=inputs, attention_mask=mask).logits[:, :-1].float()
         target = labels[:, 1:]
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                                 ignore_index=-100)
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp_min(0), reduction="none")
+        keep = (target != -100).to(nll.dtype)
+        return nll * keep, keep
 
-    def _answer_prob(self, hf, module, embed, prefix, records) -> float:
+    def _mean_nll(self, module, inputs, mask, labels) -> torch.Tensor:
+        nll, keep = self._token_nll(module, inputs, mask, labels)
+        return nll.sum() / keep.sum().clamp_min(1)
+
+    def _answer_prob(self, hf, module, embed, prefix, records, batch_size: int) -> float:
+        """Mean over records of exp(-mean answer-token NLL), in batches."""
         probs = []
         with torch.no_grad():
-            for r in records:
-                batch = hf.encode([r.question], [r.answer])
+            for start in range(0, len(records), batch_size):
+                chunk = records[start:start + batch_size]
+                batch = hf.encode([r.question for r in chunk], [r.answer for r in chunk])
                 if prefix is None:
                     inputs, mask, labels = embed(batch["input_ids"]), batch["attention_mask"], batch["labels"]
                 else:
                     inputs, mask, labels = self._with_prefix(embed, prefix, batch)
-                probs.append(math.exp(-float(self._mean_nll(module, inputs, mask, labels))))
+                nll, keep = self._token_nll(module, inputs, mask, labels)
+                probs += torch.exp(-nll.sum(1) / keep.sum(1).clamp_min(1)).tolist()
         return sum(probs) / len(probs)
 
-    def _generate(self, hf, module, embed, prefix, records, max_new_tokens: int) -> list[str]:
+    @staticmethod
+    def _generate_with_prefix(hf, module, embed, prefix, records, max_new_tokens: int, batch_size: int
+                              ) -> list[str]:
+        """Greedy answers to ``records`` with ``prefix`` before each prompt: left-padded ``inputs_embeds``."""
         out = []
+        dev = embed.weight.device
+        pad = hf.tokenizer.pad_token_id
+        eos = set(hf.eos_ids)
         with torch.no_grad():
-            for r in records:
-                ids = torch.tensor([hf.prompt_ids(r.question)], device=embed.weight.device)
-                tokens = embed(ids)
-                if prefix is not None:
-                    tokens = torch.cat([prefix.to(tokens.dtype).unsqueeze(0), tokens], dim=1)
-                mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
-                new = module.generate(inputs_embeds=tokens, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                      do_sample=False, pad_token_id=hf.tokenizer.pad_token_id,
-                                      eos_token_id=list(hf.eos_ids))
-                out.append(hf.tokenizer.decode(new[0], skip_special_tokens=True).strip())
+            for start in range(0, len(records), batch_size):
+                ids = [hf.prompt_ids(r.question) for r in records[start:start + batch_size]]
+                width = max(map(len, ids))
+                tokens = torch.full((len(ids), width), pad, dtype=torch.long, device=dev)
+                mask = torch.zeros((len(ids), prefix.shape[0] + width), dtype=torch.long, device=dev)
+                for j, row in enumerate(ids):  # left padding: [pad … pad][prefix][prompt]
+                    tokens[j, width - len(row):] = torch.tensor(row, device=dev)
+                    mask[j, width - len(row):] = 1
+                emb = embed(tokens)
+                rows = []
+                for j, row in enumerate(ids):
+                    lead = width - len(row)
+                    rows.append(torch.cat([emb[j, :lead], prefix.to(emb.dtype), emb[j, lead:]], dim=0))
+                inputs = torch.stack(rows)
+                new = module.generate(inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad,
+                                      eos_token_id=list(eos))
+                for row in new.tolist():
+                    cut = next((k for k, t in enumerate(row) if t in eos), len(row))
+                    out.append(hf.decode_generation(row[:cut]))
         return out
 
     def run(self, model, records, ctx):
@@ -115,6 +154,7 @@ class SoftPrompt(Attack):
         train, held = split_forget(records, self.fraction, ctx.seed)
         embed = module.get_input_embeddings()
         torch.manual_seed(ctx.seed)
+        rng = random.Random(f"soft_prompt:{ctx.seed}")
         prefix = torch.nn.Parameter(self._init_prefix(hf, embed))
         flags = [p.requires_grad for p in module.parameters()]
         was_training = module.training
@@ -124,18 +164,23 @@ class SoftPrompt(Attack):
                 p.requires_grad_(False)
             module.eval()
             opt = torch.optim.Adam([prefix], lr=self.lr)
-            batch = hf.encode([r.question for r in train], [r.answer for r in train])
+            order: list[QARecord] = []
             for _ in range(self.steps):
+                if len(order) < self.batch_size:  # a fresh shuffled pass over the train half when one runs out
+                    order += rng.sample(train, len(train))
+                mini, order = order[:self.batch_size], order[self.batch_size:]
+                batch = hf.encode([r.question for r in mini], [r.answer for r in mini])
                 opt.zero_grad()
                 loss = self._mean_nll(module, *self._with_prefix(embed, prefix, batch))
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
             learned = prefix.detach()
-            before = self._generate(hf, module, embed, None, held, ctx.max_new_tokens)
-            after = self._generate(hf, module, embed, learned, held, ctx.max_new_tokens)
-            prob_before = self._answer_prob(hf, module, embed, None, held)
-            prob_after = self._answer_prob(hf, module, embed, learned, held)
+            before = hf.generate([r.question for r in held], max_new_tokens=ctx.max_new_tokens,
+                                 batch_size=ctx.batch_size)
+            after = self._generate_with_prefix(hf, module, embed, learned, held, ctx.max_new_tokens, ctx.batch_size)
+            prob_before = self._answer_prob(hf, module, embed, None, held, ctx.batch_size)
+            prob_after = self._answer_prob(hf, module, embed, learned, held, ctx.batch_size)
         finally:
             for p, flag in zip(module.parameters(), flags):
                 p.requires_grad_(flag)

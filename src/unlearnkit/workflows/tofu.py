@@ -32,6 +32,7 @@ from unlearnkit.reports.table import comparison_row, markdown_table, print_table
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.workflows.evaluate import cached_evaluate
 from unlearnkit.workflows.selection import RULE, pick_best
+from unlearnkit.workflows.tofu_attacks import attack_summary, print_most_robust, run_benchmark_attacks
 from unlearnkit.workflows.tofu_models import TofuModels, TofuSetup, evaluate_references, prepare_tofu_models
 from unlearnkit.workflows.unlearn import RUN_FILE, unlearn
 
@@ -77,6 +78,8 @@ class TofuBenchConfig:
     evidence: int = 4  # questions per split shown side by side in the report
     attacks: tuple[str, ...] = ()  # run on the target and every chosen model after the final suite
     attack_max_new_tokens: int = 64
+    attack_options: dict[str, dict] = field(default_factory=dict)  # over tofu_attacks.ATTACK_OPTIONS
+    attack_batch_size: int | None = None  # decoder slots per generation call (None: the evaluation's)
 
 
 def _label(cand: dict) -> str:
@@ -102,6 +105,12 @@ def check_config(cfg: TofuBenchConfig) -> None:
 
         for name in cfg.attacks:
             get_attack_class(name)  # a typo fails now, not after hours of training
+    if cfg.attack_options:
+        from unlearnkit.attacks import build_attack
+        from unlearnkit.workflows.tofu_attacks import attack_options
+
+        for name, opts in attack_options(cfg.attack_options).items():
+            build_attack(name, **opts)  # an unknown attack or option fails now too
 
 
 def _run(name: str, cand: dict, models: TofuModels, cfg: TofuBenchConfig, run_dir: Path, console: Console):
@@ -161,55 +170,6 @@ def evaluate_choice(rec: dict, models: TofuModels, cfg: TofuBenchConfig) -> dict
     return result
 
 
-def run_benchmark_attacks(cfg: TofuBenchConfig, models: TofuModels, records: dict, out_dir: Path,
-                          console: Console) -> dict[str, dict]:
-    """Every attack on the target and each chosen model (forget questions of the evaluation split, the methods'
-    retain set as benign data); cached per model in ``out_dir/attacks/<name>.json``."""
-    from unlearnkit.attacks import run_attacks
-
-    task = models.bench.task
-    key = {"attacks": list(cfg.attacks), "max_new_tokens": cfg.attack_max_new_tokens}
-    out = {}
-    for name in ("target", *records):
-        path = out_dir / "attacks" / f"{name}.json"
-        if path.is_file():
-            cached = read_json(path)
-            if cached.get("key") == key and cached.get("run") == (records[name]["chosen"]["run_dir"]
-                                                                  if name in records else "target"):
-                out[name] = cached
-                continue
-        if name == "target":
-            model, run = models.target, "target"
-        else:
-            run = records[name]["chosen"]["run_dir"]
-            model = load_model(run)
-        console.print(f"[bold]attacks[/bold] {name}: {', '.join(cfg.attacks)}")
-        t0 = time.perf_counter()
-        result = run_attacks(model, task.forget_eval, list(cfg.attacks), task.retain, seed=cfg.unlearn.seed,
-                             max_new_tokens=cfg.attack_max_new_tokens, method=name,
-                             work_dir=str(models.cache / "attack_work"))
-        result.update({"key": key, "run": run, "seconds": time.perf_counter() - t0})
-        write_json_atomic(path, result)
-        out[name] = result
-        if name != "target":
-            del model
-            gc.collect()
-    return out
-
-
-def print_most_robust(attacks: dict[str, dict], console: Console) -> None:
-    """Per attack: the method that leaks least, its leak and recovery ratio, and the longest time it took."""
-    from unlearnkit.attacks.recovery import most_robust
-
-    per_method = {name: result.get("attacks", {}) for name, result in attacks.items()}
-    console.print("[bold]most robust method per attack[/bold] (leak rate, recovery ratio vs the target)")
-    for row in most_robust(per_method):
-        ratio = "n/a" if row["recovery_ratio"] is None else f"{row['recovery_ratio']:.2f}"
-        leak = "n/a" if row["leak_rate"] is None else f"{row['leak_rate']:.3f}"
-        secs = "" if row["max_seconds"] is None else f", up to {row['max_seconds']:.0f} s per model"
-        console.print(f"  {row['attack']:<18} {row['method'] or 'none ran':<12} leak {leak}  recovery {ratio}{secs}")
-
-
 def _row(name: str, rec: dict | None, summary: dict, floor: float) -> dict:
     if rec is None:
         return comparison_row(name, summary)
@@ -244,8 +204,9 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out_dir: str | Path = "runs/tofu", 
         phases[f"{name}_final_eval"] = time.perf_counter() - t0
         _write(out_dir, cfg, models, records, state, t_start, partial=name != cfg.methods[-1])
     if cfg.attacks:
+        t0 = time.perf_counter()  # this call's wall time: about 0 when every model's attacks were cached
         state["attacks"] = run_benchmark_attacks(cfg, models, records, out_dir, console)
-        phases["attacks"] = sum(r.get("seconds", 0.0) for r in state["attacks"].values())
+        phases["attacks"] = time.perf_counter() - t0
         print_most_robust(state["attacks"], console)
     summary = _write(out_dir, cfg, models, records, state, t_start, partial=False)
     print_table(summary["rows"], title=f"TOFU {cfg.setup.forget} ({cfg.setup.layout} layout), final suite",
@@ -255,6 +216,21 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out_dir: str | Path = "runs/tofu", 
     console.print(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'report.html'} "
                   f"({summary['seconds']:.0f} s in all)")
     return summary
+
+
+def _recovery_note(summary: dict) -> str:
+    """Where the most robust method still gets more than a fifth of the target's leak back (or none)."""
+    rows = summary["attacks"]["most_robust"]
+    over = [f"{r['attack']} ({r['method']}, {r['recovery_ratio']:.2f})" for r in rows
+            if r["recovery_ratio"] is not None and r["recovery_ratio"] > 0.2]
+    undefined = [r["attack"] for r in rows if r["recovery_ratio"] is None]
+    text = ("\nRecovery ratio of the most robust method <= 0.2 under every attack it could be computed for."
+            if not over else f"\nRecovery ratio of the most robust method above 0.2: {', '.join(over)}.")
+    if undefined:
+        text += (f" No ratio (skipped everywhere, or the target leaks nothing under it): {', '.join(undefined)}.")
+    times = [f"{name} {m['seconds']:.0f} s" for name, m in summary["attacks"]["models"].items()
+             if isinstance(m.get("seconds"), (int, float))]
+    return text + (f"\n\nAttack suite wall time per model: {', '.join(times)}.\n" if times else "\n")
 
 
 def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dict, state: dict, t_start: float,
@@ -286,6 +262,8 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
         "phases_seconds": dict(models.seconds), "seconds": time.perf_counter() - t_start,
         "environment": environment(),
     }
+    if state.get("attacks"):
+        summary["attacks"] = attack_summary(state["attacks"])
     write_json_atomic(out_dir / "results.json", summary)
     for name, result in state["finals"].items():
         write_json_atomic(out_dir / "evals" / f"{name}.json", result)
@@ -299,7 +277,8 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
           + markdown_table(rows) + "\n"
           + "".join(f"* {rec['warning']}\n" for rec in records.values() if rec.get("warning"))
           + evidence_markdown(evidence)
-          + ("\n" + robust_markdown(list(state["attacks"].values())) if state.get("attacks") else "")
+          + ("\n" + robust_markdown(list(state["attacks"].values())) + _recovery_note(summary)
+             if state.get("attacks") else "")
           + f"\nTotal wall time: {summary['seconds']:.0f} s.\n")
     write_text_atomic(out_dir / "results.md", md)
     write_report([out_dir / "results.json", evidence, *state.get("attacks", {}).values()], out_dir / "report.html",
