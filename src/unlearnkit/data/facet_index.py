@@ -114,8 +114,8 @@ class FacetIndex:
         self.relation_word = [f.text.split()[0] if f.kind == "relation" else "" for f in facets]
         self.words = [frozenset(words(f.text)) for f in facets]
         self.value: dict[tuple[str, str], int] = {}
-        self.value_id = np.asarray([self.value.setdefault((f.kind, f.text), len(self.value)) for f in facets],
-                                   dtype=np.int64)
+        self.value_id = [self.value.setdefault((f.kind, f.text), len(self.value)) for f in facets]
+        self.value_of = {v: e for e, v in reversed(list(enumerate(self.value_id)))}  # a value's first entry
         self.own_names = [frozenset(w for nm in p.target.names for w in words(nm)) for p in profiles]
         # per-target columns: the contradicting kinds each target has, its years and dates, its anchors
         self.has_kind = {k: np.zeros(n, bool) for k in CONTRADICTING}
@@ -196,7 +196,8 @@ class FacetIndex:
 
     def conflicts(self, s: Spelled) -> np.ndarray:
         """Per target: the question spells a value of a contradicting kind the target has, but not the
-        target's own ("the biography writer who won …" when the target writes crime)."""
+        target's own nor the same value at another precision ("the biography writer who won …" when the
+        target writes crime; "Seoul" and "Seoul, South Korea" agree)."""
         n = self.n
         out = np.zeros(n, bool)
         if s.dates:
@@ -210,15 +211,17 @@ class FacetIndex:
             if y in self.year_owners:
                 mine[self.year_owners[y]] = True
             out |= self.has_kind["year"] & ~mine
-        e = s.entries
-        if e.size:
-            for v in np.unique(self.value_id[e]).tolist():
-                f = self.facets[int(e[np.argmax(self.value_id[e] == v)])]
-                if f.kind not in self.has_kind or f.kind in ("year", "date"):
-                    continue
-                mine = np.zeros(n, bool)
-                mine[self.owner[e[self.value_id[e] == v]]] = True
-                out |= self.has_kind[f.kind] & ~mine
+        e = s.entries.tolist()
+        for v in dict.fromkeys(self.value_id[x] for x in e):  # each value spelled, once
+            f = self.facets[self.value_of[v]]
+            if f.kind not in self.has_kind or f.kind in ("year", "date"):
+                continue
+            # the same value at another precision is no contradiction ("Seoul" and "Seoul, South Korea")
+            vw = self.words[self.value_of[v]]
+            same = [x for x in e if self.facets[x].kind == f.kind and (self.words[x] <= vw or vw <= self.words[x])]
+            mine = np.zeros(n, bool)
+            mine[self.owner[same]] = True
+            out |= self.has_kind[f.kind] & ~mine
         return out
 
 

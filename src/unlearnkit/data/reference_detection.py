@@ -11,13 +11,19 @@ Per target, from its profile (``data/target_profile``), a question gets
   the new ones);
 * an **exact** evidence: the facets the question spells, compared by the one target matcher's
   skeleton (``target_matching.words``: case, accents, look-alike letters and invisible characters
-  do not hide them). A distinctive facet (a title, a character, a prize, a full date in any of
-  several formats: 08/09/1956, 8th of September 1956, September 8, 1956, 1956-09-08) weighs 1; a
-  facet many people share (a place, a year, a trade, a genre) weighs ``weak_weight``; a
-  distinctive facet of more than ``max_shared`` targets counts as weak. The evidence is the sum,
-  capped at 1.
+  do not hide them), found in one walk of the question through a word trie of every target's
+  facets (``data/facet_index``: no loop over targets). A distinctive facet (a title, a character,
+  a prize, a full date in any of several formats: 08/09/1956, 8th of September 1956, September 8,
+  1956, 1956-09-08) weighs 1; a facet many people share (a place, a year, a genre, a relative's
+  trade, which counts only when the question names the relative) weighs ``weak_weight``, once per
+  kind; a distinctive facet of more than ``max_shared`` targets counts as weak.
 
-score = semantic + ``exact_bonus`` × evidence. The question refers to the target when its score
+score = semantic + ``exact_bonus`` when the evidence reaches 1 and the question holds a person
+anchor outside the facets (a person word, the role's words: "who", "author", "born", "played");
+score = semantic - ``exact_bonus`` when the question spells another value of a kind the target has
+(another genre, place, prize, year, date or trade: it speaks of someone else; the same value at
+another precision, "Seoul" and "Seoul, South Korea", agrees); the semantic score alone otherwise.
+The question refers to the target when its score
 exceeds the threshold τ, calibrated **split-conformally** on neighbour questions (questions about
 the works, places and dates themselves, which must be answered): with n calibration neighbours, τ is
 their ⌈(n+1)(1-α)⌉-th smallest score, so a new exchangeable neighbour question is refused with
