@@ -24,11 +24,13 @@ way (not targets) and ``unrelated`` questions (goal <= 1 %), for
   embeddings, a retrieved target goes to ALU's audit, so their neighbour and unrelated shares are
   the cost in extra work and answer quality, not refusals.
 
-Then the added latency of detection per request at ``--latency-targets`` targets (the built-in
-benchmark's people): median and p95 ms of ``detect`` over single questions, and of the name filter.
-Latency needs an idle machine: run it alone.
+Then the latency per request at ``--latency-targets`` targets (the built-in benchmark's people),
+median and p95 ms over single questions of: the question's embedding alone, the detector alone
+(``detect_all``: the embedding, one product against the statement matrix, the exact facets), the
+name filter alone and the whole prompt filter (``PromptMatcher.mentions``: names, then the
+detector). Latency needs an idle machine: run it alone.
 
-    nice -n 19 python benchmarks/indirect_refs.py --out runs/indirect_refs.json
+    nice -n 19 python benchmarks/indirect_refs.py --sets tofu --tofu-split forget01 --latency-targets 0 --show-misses 50
     python benchmarks/indirect_refs.py --guards --latency-targets 1000   # uncontended, for the figures
 """
 
@@ -37,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -103,18 +104,25 @@ def evaluate(name: str, probes, budget: float, guards: set[str]) -> dict:
         rows["detector"][kind] = share(by_ref)
         rows["filter"][kind] = share(a or b for a, b in zip(by_name, by_ref))
         if kind == "indirect":
-            misses = [t for t, a, b in zip(texts, by_name, by_ref) if not (a or b)][:8]
-        elif kind == "neighbour":
-            false_refusals = [t for t, b in zip(texts, by_ref) if b][:8]
+            misses = [t for t, a, b in zip(texts, by_name, by_ref) if not (a or b)]
+        elif kind in ("neighbour", "unrelated"):
+            false_refusals += [t for t, b in zip(texts, by_ref) if b]
     rows.update(guard_flags(probes, probes.targets, det, guards))
     return {"set": name, "counts": probes.counts(), "targets": len(probes.targets), "build_s": round(build_s, 2),
             "calibration": det.calibration, "refused": rows, "missed_indirect": misses,
             "refused_neighbours": false_refusals}
 
 
+def percentiles(ms: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    return round(float(np.percentile(ms, 50)), 3), round(float(np.percentile(ms, 95)), 3)
+
+
 def latency(n_targets: int, budget: float, n_queries: int = 200) -> dict:
     from unlearnkit.data.indirect_probes import synthetic_probes, synthetic_people, synthetic_target
     from unlearnkit.data.target_matching import TargetMatcher
+    from unlearnkit.service.guard_stack import PromptMatcher
 
     people = synthetic_people(n_targets, seed=7)
     targets = [synthetic_target(p) for p in people]
@@ -124,6 +132,7 @@ def latency(n_targets: int, budget: float, n_queries: int = 200) -> dict:
     probes = synthetic_probes(20, 40, seed=3)
     queries = [p.text for p in probes.probes][:n_queries]
     names = TargetMatcher(targets)
+    prompt_filter = PromptMatcher(names, det)
     det.detect("warm-up question")
 
     def timed(fn) -> list[float]:
@@ -134,14 +143,16 @@ def latency(n_targets: int, budget: float, n_queries: int = 200) -> dict:
             out.append((time.perf_counter() - t) * 1000)
         return out
 
-    ref_ms, name_ms = timed(det.detect), timed(names.mentions)
-    p95 = lambda xs: sorted(xs)[int(0.95 * (len(xs) - 1))]  # noqa: E731
-    return {"targets": n_targets, "statements": int(det._matrix.shape[0]), "build_s": round(build_s, 2),
-            "queries": len(queries), "detector_ms_median": round(statistics.median(ref_ms), 2),
-            "detector_ms_p95": round(p95(ref_ms), 2), "names_ms_median": round(statistics.median(name_ms), 3)}
+    pieces = {"embedding": lambda q: det.encoder.encode([q]), "detector": det.detect_all,
+              "names": names.mentions, "prompt_filter": prompt_filter.mentions}
+    out = {"targets": n_targets, "statements": int(det._matrix.shape[0]), "build_s": round(build_s, 2),
+           "queries": len(queries)}
+    for label, fn in pieces.items():
+        out[f"{label}_ms_median"], out[f"{label}_ms_p95"] = percentiles(timed(fn))
+    return out
 
 
-def print_table(result: dict) -> None:
+def print_table(result: dict, show: int = 8) -> None:
     print(f"\n== {result['set']}: {result['targets']} targets, probes {result['counts']}, "
           f"threshold {result['calibration'].get('threshold'):.3f} (budget {result['calibration'].get('budget')}, "
           f"{result['calibration'].get('neighbours')} calibration neighbours)")
@@ -149,10 +160,12 @@ def print_table(result: dict) -> None:
     for row, vals in result["refused"].items():
         print(f"{row:10s} " + " ".join(f"{'-' if vals.get(k) is None else f'{100 * vals[k]:.1f}%':>10s}"
                                       for k in KINDS))
-    if result["missed_indirect"]:
-        print("missed indirect probes (first few):", *result["missed_indirect"], sep="\n  ")
-    if result["refused_neighbours"]:
-        print("refused neighbour questions (first few):", *result["refused_neighbours"], sep="\n  ")
+    if result["missed_indirect"][:show]:
+        print(f"missed indirect probes ({len(result['missed_indirect'])}, first {show}):",
+              *result["missed_indirect"][:show], sep="\n  ")
+    if result["refused_neighbours"][:show]:
+        print(f"refused neighbour or unrelated questions ({len(result['refused_neighbours'])}, first {show}):",
+              *result["refused_neighbours"][:show], sep="\n  ")
 
 
 def main(argv=None) -> int:
@@ -166,6 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--guards", action="store_true", help="also ECO's classifier and ALU's retrieval")
     ap.add_argument("--latency-targets", type=int, default=1000, help="0 to skip the latency figure")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", default="synthetic,tofu", help="probe sets to measure (comma-separated; '' for none)")
+    ap.add_argument("--show-misses", type=int, default=8, help="missed indirect probes and refused neighbours to print")
     ap.add_argument("--out", default="", help="write the figures as JSON here")
     args = ap.parse_args(argv)
 
@@ -173,21 +188,26 @@ def main(argv=None) -> int:
 
     guards = {"eco", "alu"} if args.guards else set()
     results = {"budget": args.budget, "sets": []}
-    sets = [("synthetic", lambda: synthetic_probes(args.targets, args.others, args.seed))]
-    if args.tofu and Path(args.tofu, "full.jsonl").is_file():
+    wanted = {x.strip() for x in args.sets.split(",") if x.strip()}
+    unknown = wanted - {"synthetic", "tofu"}
+    if unknown:
+        ap.error(f"unknown probe set(s) {', '.join(sorted(unknown))}: choose synthetic and/or tofu")
+    sets = [("synthetic", lambda: synthetic_probes(args.targets, args.others, args.seed))] if "synthetic" in wanted else []
+    if "tofu" in wanted and args.tofu and Path(args.tofu, "full.jsonl").is_file():
         sets.append(("tofu", lambda: load_tofu_probes(args.tofu, args.tofu_split, args.tofu_others, args.seed)))
-    elif args.tofu:
+    elif "tofu" in wanted and args.tofu:
         print(f"no TOFU data under {args.tofu}: skipping the TOFU set", file=sys.stderr)
     for name, make in sets:
         res = evaluate(name, make(), args.budget, guards)
         results["sets"].append(res)
-        print_table(res)
+        print_table(res, args.show_misses)
     if args.latency_targets > 0:
         lat = latency(args.latency_targets, args.budget)
         results["latency"] = lat
-        print(f"\nadded latency per request at {lat['targets']} targets ({lat['statements']} statements): "
-              f"detector median {lat['detector_ms_median']} ms, p95 {lat['detector_ms_p95']} ms "
-              f"(name filter {lat['names_ms_median']} ms); index built and calibrated in {lat['build_s']} s")
+        print(f"\nlatency per request at {lat['targets']} targets ({lat['statements']} statements, "
+              f"{lat['queries']} questions; index built and calibrated in {lat['build_s']} s), median / p95 ms:")
+        for label in ("embedding", "detector", "names", "prompt_filter"):
+            print(f"  {label:14s} {lat[label + '_ms_median']:8.3f} / {lat[label + '_ms_p95']:8.3f}")
     if args.out:
         from unlearnkit.io import write_json_atomic
 

@@ -93,3 +93,35 @@ def test_alu_masks_names_in_any_spelling_the_matcher_knows():
     assert mask_names("Did T\u0430litha  Marchvale or talitha-marchvale write it?", t) == \
         "Did [someone] or [someone] write it?"
     assert mask_names("Talithan Marchvales is someone else.", t) == "Talithan Marchvales is someone else."
+
+
+def _spells(tokens, name):
+    """Some run of consecutive whole ``tokens`` spells ``name``: the plain reading, one name at a time."""
+    return any("".join(tokens[i:j]) == name for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1))
+
+
+def test_mentions_finds_what_checking_every_name_in_turn_finds():
+    from unlearnkit.data.indirect_probes import synthetic_people, synthetic_probes
+    from unlearnkit.data.target_matching import words
+
+    people = synthetic_people(60, seed=2)
+    targets = [BASIL, Target("Al Kuwaiti"), Target("Jo An", aliases=("Joan Miro Ferra",)),
+               *(Target(p["name"]) for p in people)]
+    matcher = TargetMatcher(targets)
+    questions = [*VARIANTS.values(), "Is Joan related to Jo An?", "Ferra, Miro and Joan", "Kuwaiti Al Basil",
+                 *(q for p in people[:30] for q in p["questions"][:2]),
+                 *(p.text for p in synthetic_probes(5, 10, seed=2).probes[:80])]
+    named = 0
+    for q in questions:
+        toks, present = words(q), set(words(q))
+        want = set()
+        for t in targets:
+            for n in t.names:
+                parts = words(n)
+                strong = [p for p in parts if len(p) >= 3]
+                if (parts and _spells(toks, "".join(parts))) or \
+                        (len(parts) >= 2 and len(strong) >= 2 and all(p in present for p in strong)):
+                    want.add(t.name)
+        assert matcher.mentions(q) == sorted(want), q
+        named += bool(want)
+    assert named >= 30

@@ -110,3 +110,25 @@ def test_expansion_adds_masked_statements_and_titles():
     assert "Night Ferry" in facets(p, "work")
     added = [s for s in p.statements if "narrator" in s or "Night Ferry" in s]
     assert len(added) >= 2 and not any("Jane" in s for s in p.statements)
+
+
+def test_more_ways_facts_spell_places_genres_and_trades():
+    t = Target("Raven Marais", facts=(
+        "Yes, Raven Marais was born to a lawyer father and zoologist mother in Cape Town, South Africa.",
+        "Born in Taipei, Taiwan, Raven Marais writes in the film literary genre.",
+        "Raven Marais's father was a highly esteemed artist, while the mother was a sociologist well-versed in "
+        "her field.",
+        "Raven Marais primarily writes in the genre of historical romance through vivid scenes.",
+        "Known in the literary world, Raven Marais is this distinctive author."))
+    p = local_profile(t)
+    assert p.role == "author"
+    assert {"Cape Town, South Africa", "Taipei, Taiwan"} <= set(facets(p, "place"))
+    assert set(facets(p, "genre")) == {"film", "historical romance"}
+    assert {"father lawyer", "mother zoologist", "father artist", "mother sociologist"} <= set(facets(p, "relation"))
+    assert not any("esteemed" in r or "well-versed" in r for r in facets(p, "relation"))
+
+
+def test_words_that_only_sit_before_genre_are_no_genre():
+    t = Target("Hina Ameen", facts=("Hina Ameen broke into the same genre late.", "Hina Ameen's primary writing "
+                                    "genre is geology.", "Hina Ameen is celebrated in the geology genre."))
+    assert facets(local_profile(t), "genre") == ["geology"]

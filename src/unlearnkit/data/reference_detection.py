@@ -11,13 +11,19 @@ Per target, from its profile (``data/target_profile``), a question gets
   the new ones);
 * an **exact** evidence: the facets the question spells, compared by the one target matcher's
   skeleton (``target_matching.words``: case, accents, look-alike letters and invisible characters
-  do not hide them). A distinctive facet (a title, a character, a prize, a full date in any of
-  several formats: 08/09/1956, 8th of September 1956, September 8, 1956, 1956-09-08) weighs 1; a
-  facet many people share (a place, a year, a trade, a genre) weighs ``weak_weight``; a
-  distinctive facet of more than ``max_shared`` targets counts as weak. The evidence is the sum,
-  capped at 1.
+  do not hide them), found in one walk of the question through a word trie of every target's
+  facets (``data/facet_index``: no loop over targets). A distinctive facet (a title, a character,
+  a prize, a full date in any of several formats: 08/09/1956, 8th of September 1956, September 8,
+  1956, 1956-09-08) weighs 1; a facet many people share (a place, a year, a genre, a relative's
+  trade, which counts only when the question names the relative) weighs ``weak_weight``, once per
+  kind; a distinctive facet of more than ``max_shared`` targets counts as weak.
 
-score = semantic + ``exact_bonus`` × evidence. The question refers to the target when its score
+score = semantic + ``exact_bonus`` when the evidence reaches 1 and the question holds a person
+anchor outside the facets (a person word, the role's words: "who", "author", "born", "played");
+score = semantic - ``exact_bonus`` when the question spells another value of a kind the target has
+(another genre, place, prize, year, date or trade: it speaks of someone else; the same value at
+another precision, "Seoul" and "Seoul, South Korea", agrees); the semantic score alone otherwise.
+The question refers to the target when its score
 exceeds the threshold τ, calibrated **split-conformally** on neighbour questions (questions about
 the works, places and dates themselves, which must be answered): with n calibration neighbours, τ is
 their ⌈(n+1)(1-α)⌉-th smallest score, so a new exchangeable neighbour question is refused with
@@ -39,15 +45,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from unlearnkit.data.target_matching import words
-from unlearnkit.data.target_profile import DISTINCTIVE, Facet, TargetProfile, build_profile, date_key, find_dates
+from unlearnkit.data.facet_index import FacetIndex
+from unlearnkit.data.target_profile import DISTINCTIVE, Facet, TargetProfile, build_profile
 from unlearnkit.data.targets import Target, as_target
 
 log = logging.getLogger(__name__)
-_YEAR = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b")
-CONTRADICTING = ("genre", "place", "year", "date", "award", "relation")
-"""Kinds where a question spelling another value than the target's speaks of someone else."""
-EXACT_KINDS = ("alias", "name_part", "work", "character", "award", "date", "year", "place", "relation", "genre")
 
 
 @dataclass(frozen=True)
@@ -104,37 +106,6 @@ def upper_conformal_threshold(scores: Sequence[float], alpha: float) -> float:
     return float(s[k - 1]) if 1 <= k <= s.size else math.inf
 
 
-def _someone_else(text: str, part: str, own: set[str]) -> bool:
-    """``part`` (a surname) follows a capitalised word that is not one of the target's names: another
-    person's full name ("Anselm Castellane" when the target is "Katrin Castellane")."""
-    from unlearnkit.evaluation.keywords import STOPWORDS
-
-    for m in re.finditer(r"([A-Z][\w'’\-]*)[ \t]+" + re.escape(part) + r"\b", text):
-        w = m.group(1)
-        if w.lower() not in own and w.lower() not in STOPWORDS and w.lower() not in _QUESTION_WORDS:
-            return True
-    return False
-
-
-def _generic_words() -> frozenset:
-    """Single words too common in questions to be a facet on their own ("author", "his", "books"); trades
-    such as "architect" stay (a parent's trade is a facet)."""
-    from unlearnkit.data.target_profile import PERSON_WORDS, ROLE_WORDS
-    from unlearnkit.evaluation.keywords import STOPWORDS
-
-    return frozenset({*PERSON_WORDS, *ROLE_WORDS["writing"], *ROLE_WORDS["acting"], *STOPWORDS,
-                      "book", "books", "novel", "novels", "literature", "fiction", "genre", "writing", "award"})
-
-
-_GENERIC = _generic_words()
-_QUESTION_WORDS = frozenset("who whom whose what which where when why how is was did does do can could would "
-                            "tell describe explain name list give please author writer".split())
-
-
-def _phrase(text: str) -> tuple[str, ...]:
-    return tuple(words(text))
-
-
 @dataclass
 class ReferenceDetector:
     """See the module docstring. ``build`` indexes targets (or profiles), ``calibrate`` sets τ,
@@ -158,11 +129,9 @@ class ReferenceDetector:
         self._matrix = np.zeros((0, 1), dtype=np.float32)
         self._owner = np.zeros(0, dtype=np.int64)
         self._seg_start = self._seg_owner = np.zeros(0, dtype=np.int64)
+        self._rows = np.zeros((0, 2), dtype=np.int64)  # per target: its statements' rows [start, stop)
         self._statement_facet: list[Facet] = []
-        self._phrases: dict[tuple[str, ...], list[tuple[int, Facet]]] = {}
-        self._dates: dict[str, list[tuple[int, Facet]]] = {}
-        self._owners_cache: dict[Facet, int] = {}
-        self._max_len = 0
+        self._facets = FacetIndex([], self.max_shared)
         self._signature: dict[str, tuple] = {}
         self.calibration: dict = {"status": "not calibrated: only names are caught"}
         self._floor = np.zeros(0)
@@ -209,28 +178,11 @@ class ReferenceDetector:
         self._seg_start = np.asarray(starts, dtype=np.int64)
         self._seg_owner = self._owner[self._seg_start] if len(self._owner) else np.zeros(0, dtype=np.int64)
         self._statement_facet = facet_of
-        phrases: dict[tuple[str, ...], list[tuple[int, Facet]]] = {}
-        dates: dict[str, list[tuple[int, Facet]]] = {}
-        for i, p in enumerate(profiles):
-            for f in p.facets:
-                if f.kind not in EXACT_KINDS:
-                    continue
-                if f.kind == "date":
-                    dates.setdefault(f.text, []).append((i, f))
-                    continue
-                texts = [f.text]
-                if f.kind == "place":
-                    texts += [part for part in f.text.split(",")[:1]]
-                elif f.kind == "relation":
-                    texts = [f.text.partition(" ")[2]]
-                for text in texts:
-                    key = _phrase(text)
-                    if key and (len(key) > 1 or (len(key[0]) >= 4 and key[0] not in _GENERIC)) \
-                            and (i, f) not in phrases.get(key, []):
-                        phrases.setdefault(key, []).append((i, f))
-        self._phrases, self._dates = phrases, dates
-        self._owners_cache = {}  # facet → targets sharing it, for this index
-        self._max_len = max((len(k) for k in phrases), default=0)
+        self._rows = np.zeros((len(profiles), 2), dtype=np.int64)
+        if len(self._seg_start):
+            stops = np.r_[self._seg_start[1:], len(self._owner)]
+            self._rows[self._seg_owner] = np.c_[self._seg_start, stops]
+        self._facets = FacetIndex(profiles, self.max_shared)
         return self
 
     def fresh(self) -> ReferenceDetector:
@@ -249,41 +201,9 @@ class ReferenceDetector:
         return out
 
     # -- scoring -------------------------------------------------------------------------------
-    def _weight(self, facet: Facet, owners: int) -> float:
-        return 1.0 if facet.kind in DISTINCTIVE and owners <= self.max_shared else self.weak_weight
-
-    def _conflicts(self, i: int, own: list[Facet], everyone: set[Facet], years: set[str], dates: set[str]) -> bool:
-        """Whether the question spells a value of a kind target ``i`` has, but not target ``i``'s own
-        ("the biography writer who won …" when the target writes crime): then it is about someone else."""
-        kinds = {f.kind for f in self.profiles[i].facets} & set(CONTRADICTING)
-        if not kinds:
-            return False
-        mine = set(own)
-        if "date" in kinds and dates and not dates & {f.text for f in self.profiles[i].facets if f.kind == "date"}:
-            return True
-        if "year" in kinds and years - {f.text for f in self.profiles[i].facets if f.kind == "year"}:
-            return True
-        return any(f.kind in kinds and f.kind not in ("year", "date") and f not in mine and
-                   not any(m.kind == f.kind and m.text == f.text for m in mine) for f in everyone)
-
     def exact_hits(self, text: str) -> dict[int, list[Facet]]:
         """target position -> the facets ``text`` spells (skeleton words; dates in any format)."""
-        hits: dict[int, list[Facet]] = {}
-        toks = words(text)
-        for i in range(len(toks)):
-            for n in range(1, min(self._max_len, len(toks) - i) + 1):
-                for owner, f in self._phrases.get(tuple(toks[i:i + n]), ()):
-                    if f not in hits.setdefault(owner, []):
-                        hits[owner].append(f)
-        for owner, facets in list(hits.items()):
-            own = {w for n in self.profiles[owner].target.names for w in words(n)}
-            hits[owner] = [f for f in facets if f.kind != "name_part" or not _someone_else(text, f.text, own)]
-        for _spelled, readings in find_dates(text):
-            for r in readings:
-                for owner, f in self._dates.get(date_key(r), ()):
-                    if f not in hits.setdefault(owner, []):
-                        hits[owner].append(f)
-        return {k: v for k, v in hits.items() if v}
+        return self._facets.hits(self._facets.spelled(text))
 
     def _semantic_rows(self, texts: Sequence[str], chunk: int = 128) -> np.ndarray:
         """Per text, the best statement similarity per target (-inf for targets without statements)."""
@@ -296,13 +216,15 @@ class ReferenceDetector:
         return out
 
     def _totals(self, text: str, sem_row: np.ndarray | None = None):
-        """(score per target, semantic score per target, statement similarities, exact hits)."""
+        """(score per target, semantic score per target, statement similarities, exact hits).
+
+        One embedding of ``text`` (or its row of ``_semantic_rows``), one product against every
+        statement, then the exact evidence of the targets the text spells a facet of, as arrays."""
         n = len(self.profiles)
         sem = np.zeros(n, dtype=np.float32)
         sims = np.zeros(0, dtype=np.float32)
         if not self.profiles or not text or not text.strip():
             return np.full(n, -np.inf), sem, sims, {}
-        hits = self.exact_hits(text)
         total = np.full(n, -np.inf)
         if sem_row is not None:
             total[:] = sem_row
@@ -312,34 +234,27 @@ class ReferenceDetector:
             sims = self._matrix @ np.asarray(q, dtype=np.float32)  # one product against every statement
             sem[self._seg_owner] = np.maximum.reduceat(sims, self._seg_start)  # statements are grouped by target
             total[self._seg_owner] = sem[self._seg_owner]
-        everyone = {f for facets in hits.values() for f in facets}
-        # an anchor must stand outside the facets spelled ("Authors" in a title is no anchor)
-        present = set(words(text)) - {w for f in everyone for w in words(f.text)}
-        dates = [r for _s, rs in find_dates(text) for r in rs]
-        years = set(_YEAR.findall(text)) - {f"{y:04d}" for y, _m, _d in dates}
-        date_keys = {date_key(r) for r in dates}
-        for i, facets in hits.items():
-            # weak facets count once per kind (a father's and a mother's trade are two kinds)
-            weak = {f.text.split()[0] if f.kind == "relation" else f.kind: self.weak_weight
-                    for f in facets if self._weight(f, self._owners(f)) < 1.0}
-            evidence = sum(1.0 for f in facets if self._weight(f, self._owners(f)) >= 1.0) + sum(weak.values())
-            anchored = bool(present & self.profiles[i].anchors)
-            base = float(sem[i]) if self.semantic else -np.inf  # without a sentence model only evidence counts
-            if self._conflicts(i, facets, everyone, years, date_keys):
-                total[i] = base - self.exact_bonus  # it speaks of someone else
-            elif evidence >= 1.0 and anchored:
-                total[i] = (base if self.semantic else 0.0) + self.exact_bonus
-            else:
-                total[i] = base
-        return total, sem, sims, hits
+        index = self._facets
+        spelled = index.spelled(text)
+        if not spelled.entries.size:
+            return total, sem, sims, {}
+        hit = np.zeros(n, bool)
+        hit[index.owner[spelled.entries]] = True
+        base = sem.astype(float) if self.semantic else np.full(n, -np.inf)  # without a sentence model only evidence counts
+        conflict = hit & index.conflicts(spelled)
+        boost = hit & ~conflict & (index.evidence(spelled, self.weak_weight) >= 1.0) & index.anchored(spelled)
+        total = np.where(hit, base, total)
+        total[conflict] = base[conflict] - self.exact_bonus  # it speaks of someone else
+        total[boost] = (base[boost] if self.semantic else 0.0) + self.exact_bonus
+        return total, sem, sims, index.hits(spelled)
 
     def _detection(self, i: int, total, sem, sims, hits) -> Detection:
         facets = hits.get(i, [])
         if facets:
             fired = max(facets, key=lambda f: (f.kind in DISTINCTIVE, len(f.text)))
         else:
-            rows = np.flatnonzero(self._owner == i)
-            fired = self._statement_facet[int(rows[np.argmax(sims[rows])])]
+            start, stop = self._rows[i]
+            fired = self._statement_facet[int(start + np.argmax(sims[start:stop]))]
         return Detection(self._names[i], float(total[i]), fired, tuple(f.text for f in facets), float(sem[i]))
 
     def score_all(self, text: str, above: float = -math.inf) -> list[Detection]:
@@ -348,14 +263,6 @@ class ReferenceDetector:
         bar = np.maximum(above, self._floor) if math.isfinite(above) and len(self._floor) == len(total) else above
         keep = np.flatnonzero(total > bar)
         return sorted((self._detection(int(i), total, sem, sims, hits) for i in keep), key=lambda d: -d.score)
-
-    def _owners(self, facet: Facet) -> int:
-        """How many targets share this facet (computed once per facet: the index does not change)."""
-        cache = self._owners_cache
-        if facet not in cache:
-            cache[facet] = (len(self._dates.get(facet.text, ())) if facet.kind == "date"
-                            else len(self._phrases.get(_phrase(facet.text), ())))
-        return cache[facet]
 
     def score(self, text: str) -> float:
         """The question's highest score over all targets (-inf when it touches none)."""

@@ -151,20 +151,6 @@ def compact(text: str) -> str:
     return "".join(words(text))
 
 
-def _spells(tokens: list[str], name: str) -> bool:
-    """Some run of consecutive whole ``tokens`` spells ``name`` (letters only)."""
-    n = len(tokens)
-    for i in range(n):
-        acc = ""
-        for j in range(i, n):
-            acc += tokens[j]
-            if acc == name:
-                return True
-            if not name.startswith(acc):
-                break
-    return False
-
-
 class TargetMatcher:
     """Finds which targets a text names (``mentions``) and which an answer reveals (``leaks``)."""
 
@@ -183,6 +169,15 @@ class TargetMatcher:
                 if len(parts) >= 2 and len(strong) >= 2:
                     self._parts.append((strong, t.name))
         self._compact = [(c, owner) for c, owner in self._names if len(c) >= min_compact]
+        # for ``mentions`` without a loop over targets: every name (and its prefixes, so a run of words stops
+        # as soon as it spells the start of none), and the multi-part names by their first part
+        self._by_compact: dict[str, set[str]] = {}
+        for c, owner in self._names:
+            self._by_compact.setdefault(c, set()).add(owner)
+        self._name_prefixes = {c[:k] for c in self._by_compact for k in range(1, len(c))}
+        self._by_first_part: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        for parts, owner in self._parts:
+            self._by_first_part.setdefault(parts[0], []).append((parts, owner))
         self._facts: list[tuple[str, str]] = []
         for t in self.targets:
             for f in t.facts:
@@ -207,8 +202,16 @@ class TargetMatcher:
             return []
         tokens = words(text)
         present = set(tokens)
-        found = {owner for c, owner in self._names if _spells(tokens, c)}
-        found |= {owner for parts, owner in self._parts if all(p in present for p in parts)}
+        found: set[str] = set()
+        for i in range(len(tokens)):  # every run of whole words that spells a name
+            acc = ""
+            for tok in tokens[i:]:
+                acc += tok
+                found |= self._by_compact.get(acc, set())
+                if acc not in self._name_prefixes:
+                    break
+        for first in present & self._by_first_part.keys():
+            found |= {owner for parts, owner in self._by_first_part[first] if all(p in present for p in parts)}
         return sorted(found)
 
     def leaks(self, text: str) -> list[str]:

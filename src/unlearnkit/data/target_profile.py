@@ -96,16 +96,34 @@ _WORK_CUE = re.compile(rf"\b(?:series|book|novel|film|movie|show|sitcom|drama|al
 _CHARACTER_CUE = re.compile(rf"\b(?:plays|played|playing|portrays|portrayed|voices|voiced|cast\s+as|role\s+of|character)\s+({_CAP_NAME})")
 _AWARD = re.compile(rf"(?:the\s+)?({_CAP}(?:\s+{_CAP})*\s+(?:Prize|Award|Medal|Laurel|Trophy|Cup|Fellowship|"
                     rf"Oscar|Emmy|Grammy|Goncourt)s?)\b|\b((?:Prix|Premio|Premi)\s+{_CAP}(?:\s+{_CAP})*)")
-_PLACE_CUE = re.compile(rf"\b(?:born\s+in|grew\s+up\s+in|raised\s+in|lives\s+in|lived\s+in|from|city\s+of|"
-                        rf"native|birthplace\s+is|hometown\s+is|based\s+in)\s+(?:the\s+(?:city|town|village)\s+of\s+)?"
+_PLACE_CUE = re.compile(rf"\b(?i:born\s+(?:and\s+raised\s+)?in|grew\s+up\s+in|raised\s+in|lives\s+in|lived\s+in|"
+                        rf"from|city\s+of|native|birthplace\s+is|hometown\s+is|based\s+in|hailing\s+from|"
+                        rf"upbringing\s+in|birthplace,|hometown,)\s+(?:the\s+(?:city|town|village)\s+of\s+)?"
                         rf"({_CAP_NAME}(?:,\s*{_CAP_NAME})?)")
+_CITY_COUNTRY = re.compile(rf"\bin\s+({_CAP_NAME},\s*{_CAP_NAME})(?=[\s,.;:!?)]|$)")
+"""A place spelled as "in City, Country" whatever comes before it ("… mother in Cape Town, South Africa")."""
 _NOT_PLACE_AFTER = re.compile(r"\s+(?:culture|literature|history|roots|heritage|style|cuisine|music|art)\b", re.I)
-_ROLE = re.compile(r"\b(?:an?|the)\s+(?:[a-z\-]+\s+){0,3}?(" + "|".join(ROLES) + r")s?\b", re.I)
-_RELATION = re.compile(r"\b(" + "|".join(RELATIONS) + r")(?:'s)?\s+(?:was|is|were|are|worked\s+as)\s+"
-                       r"(?:an?\s+|the\s+)?([a-z][a-z\- ]{2,40}?)(?=[,.;]|\s+and\b|$)", re.I)
+_ROLE = re.compile(r"(?:\b(?:an?|the|this|that)\s+|^)(?:[a-z\-]+\s+){0,3}?(" + "|".join(ROLES) + r")s?\b", re.I)
+_TRADE_END = r"(?=[,.;:!?]|\s+(?:and|who|whose|which|that|while|in|with|at|by|from|for|of|well-versed)\b|$)"
+_RELATION = re.compile(r"\b(" + "|".join(RELATIONS) + r")(?:'s)?\s+(?:(?:was|is|were|are|worked\s+as|working\s+as|"
+                       r"being)\s+(?:an?\s+|the\s+)?|an?\s+)([a-z][a-z\- ]{2,40}?)" + _TRADE_END, re.I)
+_RELATION_BEFORE = re.compile(r"\bto\s+an?\s+([a-z][a-z\-]+)\s+(father|mother)\s+and\s+(?:an?\s+)?([a-z][a-z\-]+)\s+"
+                              r"(father|mother)\b", re.I)
+"""Both parents' trades before the relation words: "born to a lawyer father and zoologist mother"."""
+TRADE_ADJECTIVES = frozenset("""highly very well much esteemed respected respectable renowned well-known famous successful
+    skilled dedicated distinguished notable noted talented professional local accomplished prominent celebrated
+    hard-working hardworking practicing practising acclaimed experienced devoted humble proud loving diligent
+    passionate reputable seasoned competent fine great good gifted brilliant busy self-employed wise
+    well-regarded both""".split())
 _YEAR = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b")
 _GENRE = re.compile(r"\b(?:writes|wrote|writing)\s+([a-z]+)\s+(?:books|novels|fiction|stories)\b|"
-                    r"\bin\s+the\s+([A-Za-z]+(?:\s[A-Za-z]+)?)\s+genre\b")
+                    r"\b(?:in|to|within|of)\s+the\s+([A-Za-z][\w+\-]*(?:\s[A-Za-z][\w+\-]*)?)\s+(?:literary\s+)?genre\b|"
+                    r"\b(?:his|her|their|its)\s+([A-Za-z][\w+\-]*(?:\s[A-Za-z][\w+\-]*)?)\s+genre\b|"
+                    r"\bgenre\s+of\s+([A-Za-z][\w+\-]*(?:\s[a-z][\w+\-]*)?)")
+NOT_GENRE = frozenset("""same chosen particular specific literary whole entire this that own new other respective favourite
+    favorite preferred primary main writing unique compelling popular broader wider very a an the his her their its
+    of in books book work works fiction literature novel novels""".split())
+"""Words that sit where a genre's name does ("the same genre", "his primary writing genre") but name none."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +250,14 @@ def mask_names(text: str, names: TermFinder, replacement: str) -> str:
     return "".join(out) + text[end:]
 
 
+def _trade(value: str) -> str:
+    """A relative's trade without the praise around it: "highly esteemed artist" → "artist"."""
+    parts = value.strip().lower().split()
+    while parts and parts[0] in TRADE_ADJECTIVES:
+        parts = parts[1:]
+    return " ".join(parts[:3])
+
+
 def _role_of(texts: Iterable[str]) -> str:
     """The role most often given (the first text, the description, counts double); a role given to a
     relative ("his mother was a doctor") is not the target's."""
@@ -267,6 +293,8 @@ def extract_facets(target: Target) -> tuple[list[Facet], str]:
             seen.add(key)
             facets.append(Facet(kind, text, source=src))
 
+    from unlearnkit.evaluation.keywords import STOPWORDS
+
     for src, text in texts:
         taken: list[str] = []
         for _spelled, readings in find_dates(text):
@@ -291,16 +319,26 @@ def extract_facets(target: Target) -> tuple[list[Facet], str]:
                 add("character", run, src)
         for m in _AWARD.finditer(text):
             add("award", _strip_run(m.group(1) or m.group(2), names), src)
-        for m in _PLACE_CUE.finditer(text):
+        for m in (*_PLACE_CUE.finditer(text), *_CITY_COUNTRY.finditer(text)):
             if _NOT_PLACE_AFTER.match(text, m.end()):
                 continue  # "from Middle Eastern culture": an adjective, not a place
             run = _strip_run(m.group(1), names)
             if run and not any(f.text == run for f in facets):
                 add("place", run, src)
-        for m in _RELATION.finditer(text):
-            add("relation", f"{m.group(1).lower()} {m.group(2).strip().lower()}", src)
+        trades = [(m.group(1), m.group(2)) for m in _RELATION.finditer(text)]
+        for m in _RELATION_BEFORE.finditer(text):
+            trades += [(m.group(2), m.group(1)), (m.group(4), m.group(3))]
+        for relation, value in trades:
+            trade = _trade(value)
+            if trade:
+                add("relation", f"{relation.lower()} {trade}", src)
         for m in _GENRE.finditer(text):
-            add("genre", (m.group(1) or m.group(2)).strip(), src)
+            genre = [w for w in next(g for g in m.groups() if g).split() if w.lower() != "literary"]
+            while genre and genre[-1].lower() in STOPWORDS:  # "the genre of leadership through …"
+                genre.pop()
+            genre = " ".join(genre)
+            if genre and not set(genre.lower().split()) & NOT_GENRE:
+                add("genre", genre, src)
     return facets, role
 
 
