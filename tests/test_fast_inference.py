@@ -6,22 +6,11 @@ import torch
 
 from unlearnkit.models.slot_decoding import SlotDecoder
 from unlearnkit.models.tiny import load_tiny
+from tiny_variants import tiny as _tiny
 
 PROMPTS = ["Where was Ada born?", "Who wrote the play?", "A much longer question, with several clauses, about Ada?"]
 
 
-def _tiny(mask_pad_tokens: bool, sharp: bool = False):
-    """The tiny model; ``sharp`` redraws its matrices with a large spread so that greedy paths
-    depend on every detail of attention and positions (at the default init they repeat one token)."""
-    lm = load_tiny()
-    lm.chat_format = lm.chat_format.with_overrides(mask_pad_tokens=mask_pad_tokens)
-    if sharp:
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for param in lm.model.parameters():
-                if param.dim() == 2:
-                    param.normal_(0, 0.5, generator=g)
-    return lm
 
 
 @pytest.mark.parametrize("mask_pad_tokens", [True, False])

@@ -9,7 +9,7 @@ import torch
 
 from unlearnkit.models.prefix_cache import PrefixCache
 from unlearnkit.models.slot_decoding import SlotDecoder
-from unlearnkit.models.tiny import load_tiny
+from tiny_variants import tiny
 from unlearnkit.service import ServeSettings, start_background_server
 
 ADMIN = "admin-token-for-tests-0123456789"
@@ -18,17 +18,6 @@ QUESTIONS = ["Where was Ada born?", "Who wrote the play?", "A much longer questi
              "hi"]
 
 
-def _sharp_tiny(mask_pad_tokens: bool = True):
-    """The tiny model with matrices of a large spread: greedy paths then depend on every position and key
-    (at the default init it repeats one token, so any prefill would give the same answer)."""
-    lm = load_tiny()
-    lm.chat_format = lm.chat_format.with_overrides(mask_pad_tokens=mask_pad_tokens)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in lm.model.parameters():
-            if param.dim() == 2:
-                param.normal_(0, 0.5, generator=g)
-    return lm
 
 
 def _prompts(lm, system: str = SYSTEM) -> list[list[int]]:
@@ -50,7 +39,7 @@ def _shared(a, b) -> int:
 @pytest.mark.parametrize("mask_pad_tokens", [True, False])
 def test_a_cached_prefix_gives_the_tokens_of_a_full_prefill(mask_pad_tokens):
     """With pad masking on, the shared system turn holds a hidden <|im_end|>: positions and masks must match too."""
-    lm = _sharp_tiny(mask_pad_tokens)
+    lm = tiny(mask_pad_tokens, sharp=True)
     prompts = _prompts(lm)
     plain = _decode(lm, prompts)
     assert all(len(t) == 16 for t in plain) and len({tuple(t) for t in plain}) == len(plain)
@@ -68,7 +57,7 @@ def test_a_cached_prefix_gives_the_tokens_of_a_full_prefill(mask_pad_tokens):
 def test_a_changed_system_prompt_reuses_only_what_it_still_shares():
     """A new target list changes the guard's instruction: only the tokens before the first difference are reused,
     and the answers are those of a full prefill under the new instruction."""
-    lm = _sharp_tiny()
+    lm = tiny(sharp=True)
     old, new = _prompts(lm), _prompts(lm, SYSTEM.replace("Jorund Halvsen", "Basil Al-Kuwaiti"))
     cache = PrefixCache()
     _decode(lm, old, cache)
@@ -80,7 +69,7 @@ def test_a_changed_system_prompt_reuses_only_what_it_still_shares():
 
 
 def test_changed_weights_drop_the_cached_prefix():
-    lm = _sharp_tiny()
+    lm = tiny(sharp=True)
     prompts = _prompts(lm)
     cache = PrefixCache()
     _decode(lm, prompts, cache)
@@ -94,7 +83,7 @@ def test_changed_weights_drop_the_cached_prefix():
 def test_a_forward_hook_or_a_batch_observer_turns_reuse_off():
     """ECO corrupts the prompt's embeddings through a hook and watches each forward's prompts: a prefix computed
     without the hook, or a prefill it never announced, would be wrong."""
-    lm = _sharp_tiny()
+    lm = tiny(sharp=True)
     prompts = _prompts(lm)
     cache = PrefixCache()
     _decode(lm, prompts, cache)
@@ -120,7 +109,7 @@ def test_the_gateway_reuses_the_guard_instruction_and_answers_the_same(tmp_path)
     for on in (True, False):
         settings = ServeSettings(guard="prompt", db_path=tmp_path / f"registry-{on}.db", admin_token=ADMIN,
                                  log_level="warning", verify_targets=False, prefix_cache=on)
-        handle = start_background_server(settings, _sharp_tiny())
+        handle = start_background_server(settings, tiny(sharp=True))
         try:
             auth = {"Authorization": f"Bearer {ADMIN}"}
             httpx.post(handle.url + "/admin/targets", headers=auth,
