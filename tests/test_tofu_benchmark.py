@@ -384,3 +384,15 @@ def test_attack_suite_benchmark_times_each_attack_on_a_chosen_run_and_the_target
     assert json.loads((tmp_path / "suite" / "attack_suite.json").read_text())["method"] == "grad_ascent"
     with pytest.raises(SystemExit, match="no method 'npo'"):
         suite.main(["--data", str(data), "--results", str(tmp_path / "out" / "results.json"), "--method", "npo"])
+
+
+def test_runs_recorded_with_negative_unset_sentinels_are_still_reused():
+    from unlearnkit.workflows.tofu import options_match
+
+    current = {"layer": None, "gamma": 0.1, "sigma_target": None}
+    assert options_match({"layer": -1, "gamma": 0.1, "sigma_target": -1.0}, current)
+    assert options_match(current, current)
+    assert not options_match({"layer": 3, "gamma": 0.1, "sigma_target": None}, current)  # a real layer differs
+    assert not options_match({"layer": -1, "gamma": 1.0, "sigma_target": None}, current)
+    assert not options_match({"layer": None, "gamma": 0.1}, current)  # an option missing from the record
+    assert not options_match({"gamma": -0.5}, {"gamma": 0.5})  # only a none now can match an old sentinel
