@@ -496,6 +496,27 @@ def test_quantize_rounds_to_the_grid_and_restores_the_model(tiny_lm):
     assert run_attacks(LookupLM(recs), recs, ["quantize"])["attacks"]["quantize"]["skipped"]
 
 
+def test_quantize_reaches_a_model_whose_weights_were_already_packed():
+    """Inference packs the linear weights once (models/onednn.py, rebuilt when a weight's version moves):
+    the quantised weights must be the ones used inside the block, and the originals after it."""
+    import numpy as np
+
+    from unlearnkit.attacks.quantize import quantized
+    from unlearnkit.models.tiny import load_tiny
+
+    def score(lm):
+        return lm.score(["Where does Vel live?"], ["Vel lives in Orsk."])[0].logprobs
+
+    packed_first, fresh = load_tiny(seed=0), load_tiny(seed=0)
+    before = score(packed_first)  # packs its weights
+    with quantized(packed_first.model, 2), quantized(fresh.model, 2):
+        inside = score(fresh)  # packs the quantised weights
+        assert not np.allclose(inside, before, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(score(packed_first), inside)
+    np.testing.assert_array_equal(score(fresh), before)
+    np.testing.assert_array_equal(score(packed_first), before)
+
+
 def test_recovery_ratio_against_the_target_and_in_the_report(tmp_path):
     from unlearnkit.attacks.recovery import recovery_ratios
     from unlearnkit.reports.html import write_report

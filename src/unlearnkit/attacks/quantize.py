@@ -21,9 +21,10 @@ from unlearnkit.models.base import weights_model
 def fake_quantize_(weight: torch.Tensor, bits: int) -> None:
     """Round ``weight`` (out × in) in place to a symmetric per-output-channel grid of ``bits`` bits."""
     levels = 2 ** (bits - 1) - 1
-    w = weight.data.float()
-    scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
-    weight.data.copy_((torch.round(w / scale).clamp_(-levels, levels) * scale).to(weight.dtype))
+    with torch.no_grad():  # through the tensor, not .data: its version moves, so packed copies are rebuilt
+        w = weight.detach().float()
+        scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
+        weight.copy_((torch.round(w / scale).clamp_(-levels, levels) * scale).to(weight.dtype))
 
 
 @contextlib.contextmanager
@@ -33,14 +34,14 @@ def quantized(module: torch.nn.Module, bits: int):
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, torch.nn.Linear):
-                saved.append((m.weight, m.weight.data.clone()))
+                saved.append((m.weight, m.weight.detach().clone()))
                 fake_quantize_(m.weight, bits)
     try:
         yield
     finally:
         with torch.no_grad():
             for p, data in saved:
-                p.data.copy_(data)
+                p.copy_(data)  # not p.data: the version counter must move (models/onednn.py keys on it)
 
 
 class Quantize(Attack):
