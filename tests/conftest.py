@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,34 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TOFU_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+
+
+_FREEZE_AFTER_NEW_MODULES = 200
+_frozen = {"modules": 0}
+
+
+def _freeze_long_lived() -> None:
+    gc.collect()
+    gc.freeze()
+    _frozen["modules"] = len(sys.modules)
+
+
+def pytest_collection_finish(session):
+    """What collection imported (torch, transformers, every test module) lives for the whole session: freeze
+    it out of the cyclic garbage collector's walks, which then cover only what the tests create (a full
+    collection, Python's own or the TOFU workflow's after each model, took a third of a second otherwise).
+    Frozen objects are still freed by reference counting; only cycles among them are never collected."""
+    _freeze_long_lived()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Between test files, once the tests have imported many more modules (the libraries the code under test
+    imports on first use: matplotlib, scikit-learn, peft...), freeze those too, after a collection."""
+    yield
+    if nextitem is not None and nextitem.module is not item.module \
+            and len(sys.modules) - _frozen["modules"] >= _FREEZE_AFTER_NEW_MODULES:
+        _freeze_long_lived()
 
 
 def make_scores(logprobs, mu=None, sigma=None, match=None):

@@ -143,6 +143,35 @@ def test_minilm_retrieval():
     assert index.retrieve("How many legs does a spider have?", "A spider has eight legs.") == []
 
 
+def test_sentence_embeddings_are_computed_once_per_text(monkeypatch):
+    """models/sentence.py keeps each text's MiniLM embedding: a text is embedded once, the oldest go first."""
+    from collections import OrderedDict
+
+    import unlearnkit.models.sentence as sentence
+
+    encoded: list[list[str]] = []
+
+    class FakeMiniLM:
+        def encode(self, texts, **kwargs):
+            encoded.append(list(texts))
+            return np.array([[len(t), ord(t[0])] + [0.0] * 382 for t in texts], dtype=np.float32)
+
+    monkeypatch.setattr(sentence, "minilm_model", lambda hint="": FakeMiniLM())
+    monkeypatch.setattr(sentence, "_cache", OrderedDict())
+    monkeypatch.setattr(sentence, "CACHE_TEXTS", 3)
+    first = sentence.minilm_encode(["ab", "c", "ab"])
+    assert encoded == [["ab", "c"]]  # a repeated text is embedded once
+    assert first.shape == (3, 384) and first[:, :2].tolist() == [[2, 97], [1, 99], [2, 97]]
+    again = sentence.minilm_encode(["c", "def", "ab"])
+    assert encoded == [["ab", "c"], ["def"]]  # only the new text reaches the model
+    assert again[:, :2].tolist() == [[1, 99], [3, 100], [2, 97]]
+    again[0, 0] = -1.0  # callers get their own array: the kept vectors do not change
+    sentence.minilm_encode(["g", "c"])  # a fourth text: the least recently used ("def") is dropped
+    assert encoded[-1] == ["g"] and list(sentence._cache) == ["ab", "g", "c"]
+    assert sentence.minilm_encode(["c"])[0, 0] == 1.0
+    assert sentence.minilm_encode([]).shape == (0, 384)
+
+
 def test_someone_else_sharing_a_name_part_is_not_a_target():
     anselm = Target(name="Anselm Castellane", facts=("Anselm Castellane was born in 1985.",))
     index = TargetIndex(HashingEmbedder(), threshold=0.99).build([anselm])

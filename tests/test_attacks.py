@@ -496,6 +496,27 @@ def test_quantize_rounds_to_the_grid_and_restores_the_model(tiny_lm):
     assert run_attacks(LookupLM(recs), recs, ["quantize"])["attacks"]["quantize"]["skipped"]
 
 
+def test_quantize_reaches_a_model_whose_weights_were_already_packed():
+    """Inference packs the linear weights once (models/onednn.py, rebuilt when a weight's version moves):
+    the quantised weights must be the ones used inside the block, and the originals after it."""
+    import numpy as np
+
+    from unlearnkit.attacks.quantize import quantized
+    from unlearnkit.models.tiny import load_tiny
+
+    def score(lm):
+        return lm.score(["Where does Vel live?"], ["Vel lives in Orsk."])[0].logprobs
+
+    packed_first, fresh = load_tiny(seed=0), load_tiny(seed=0)
+    before = score(packed_first)  # packs its weights
+    with quantized(packed_first.model, 2), quantized(fresh.model, 2):
+        inside = score(fresh)  # packs the quantised weights
+        assert not np.allclose(inside, before, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(score(packed_first), inside)
+    np.testing.assert_array_equal(score(fresh), before)
+    np.testing.assert_array_equal(score(packed_first), before)
+
+
 def test_recovery_ratio_against_the_target_and_in_the_report(tmp_path):
     from unlearnkit.attacks.recovery import recovery_ratios
     from unlearnkit.reports.html import write_report
@@ -568,30 +589,6 @@ def test_most_robust_method_per_attack_with_ties_and_skips(tmp_path):
 
 
 # -- cost: budgets, batched passes, one measurement per protocol ---------------------------------------
-def test_quantize_is_seen_by_the_onednn_path_after_the_model_already_ran(tiny_lm, monkeypatch):
-    """The packed-weight cache is keyed on the parameter's version: rounding must move it, or a model that has
-    generated before (the plain attack runs first) would be measured with its original weights."""
-    import torch
-
-    from unlearnkit.attacks.quantize import quantized
-    from unlearnkit.models import onednn
-
-    if not onednn.available():
-        pytest.skip("this torch build has no oneDNN packed linear")
-    recs = people_records()[:2]
-    questions, answers = [r.question for r in recs], [r.answer for r in recs]
-    tiny_lm.score(questions, answers)  # fills the packed-weight cache with the original weights
-    with quantized(tiny_lm.model, 2):
-        packed = tiny_lm.score(questions, answers)
-        monkeypatch.setenv("UNLEARNKIT_ONEDNN", "0")
-        reference = tiny_lm.score(questions, answers)
-        monkeypatch.delenv("UNLEARNKIT_ONEDNN")
-    original = tiny_lm.score(questions, answers)
-    for p, r, o in zip(packed, reference, original):
-        assert torch.allclose(torch.as_tensor(p.logprobs), torch.as_tensor(r.logprobs), atol=1e-4)
-        assert not torch.allclose(torch.as_tensor(p.logprobs), torch.as_tensor(o.logprobs), atol=1e-4)
-
-
 def test_soft_prompt_batched_generation_matches_one_prompt_at_a_time(tiny_target, simple_task):
     import torch
 

@@ -126,7 +126,7 @@ def test_an_unreachable_upstream_is_a_502_that_says_so(tmp_path):  # G23
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once the socket closes
-    upstream = OpenAIChatModel(f"http://127.0.0.1:{port}/v1", model="m")
+    upstream = OpenAIChatModel(f"http://127.0.0.1:{port}/v1", model="m", backoff=0.01)  # its 3 retries, not 3.5 s
     settings = ServeSettings(guard="none", db_path=tmp_path / "r.db", log_level="warning", port=0)
     handle = start_background_server(settings, upstream)
     try:

@@ -88,11 +88,17 @@ def test_missing_path_and_empty_directory(tmp_path):  # M01, M03
     assert code == 2 and "empty' is not a model" in text and "guard.json (guard)" in text
 
 
-def test_an_endpoint_that_is_down(tmp_path):  # M09, M10, M11
+def test_an_endpoint_that_is_down(tmp_path, monkeypatch):  # M09, M10, M11
+    from unlearnkit.models.remote import OpenAIChatModel
+
+    # every retry still runs (4 attempts); only the back-off between them (0.5 + 1 + 2 s) is cut short
+    monkeypatch.setattr(OpenAIChatModel, "_sleep_for", lambda self, attempt, retry_after: 0.01)
     code, text = run("ask", "--model", f"{DOWN}#m", "hello")
     assert code == 2 and f"could not reach {DOWN}/chat/completions: is the server running?" in text
+    assert "4 attempt(s)" in text
     code, text = run("ask", "--model", DOWN, "hello")
     assert code == 2 and f"could not reach {DOWN}/models: is the server running?" in text
+    assert "4 attempt(s)" in text
     code, text = evaluate(f"{DOWN}#m", tmp_path)
     assert code == 2 and "cannot score() answers" in text and "Evaluate it by generation" in text
 

@@ -84,10 +84,13 @@ def test_calibration_uses_neighbour_questions(exact_only):
     assert few.detect("Who played Inspector Vale?") is None and "too few" in few.calibration["status"]
 
 
-def test_a_name_only_target_warns_and_names_still_match(caplog):
+def test_a_name_only_target_warns_and_names_still_match(caplog, monkeypatch):
+    import unlearnkit.data.target_profile as target_profile
     from unlearnkit.service.guard_stack import PromptMatcher
     from unlearnkit.data.target_matching import TargetMatcher
 
+    # the warning is logged once per process: as if no earlier test had registered a name-only target
+    monkeypatch.setattr(target_profile, "_WARNED", set())
     with caplog.at_level(logging.WARNING):
         det = ReferenceDetector(NoEncoder()).build([Target("Quilla Dorne")])
         det.calibrate()

@@ -28,7 +28,7 @@ from unlearnkit.options import check_values, option
 def fake_quantize_(weight: torch.Tensor, bits: int) -> None:
     """Round ``weight`` (out × in) in place to a symmetric per-output-channel grid of ``bits`` bits."""
     levels = 2 ** (bits - 1) - 1
-    with torch.no_grad():
+    with torch.no_grad():  # through the tensor, not .data: its version moves, so packed copies are rebuilt
         w = weight.detach().float()
         scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
         weight.copy_((torch.round(w / scale).clamp_(-levels, levels) * scale).to(weight.dtype))
@@ -50,7 +50,7 @@ def quantized(module: torch.nn.Module, bits: int):
     finally:
         with torch.no_grad():
             for p, data in saved:
-                p.copy_(data)
+                p.copy_(data)  # not p.data: the version counter must move (models/onednn.py keys on it)
 
 
 @dataclass
