@@ -695,3 +695,31 @@ def test_every_attack_on_an_endpoint_runs_or_says_why_not(guarded):
     assert out["relearning"]["skipped"] and out["relearn_benign"]["skipped"]
     assert out["prompt_injection"]["skipped"] is (not guarded)
     assert out["plain"]["leak_rate"] == 1.0  # the endpoint knows every answer; a system prompt does not stop it
+
+
+def test_relearning_a_guard_fine_tunes_the_weights_beneath_it_and_keeps_the_guard(tiny_target, simple_task,
+                                                                                  monkeypatch):
+    """A guard over local weights is relearned the way a fine-tuning service would serve it: the model under the
+    guard is fine-tuned on a copy, measured through the unchanged guard, and the original weights come back."""
+    import torch
+
+    from unlearnkit.methods.prompting import PromptingGuard, PromptingOptions
+
+    guard = PromptingGuard(tiny_target, [simple_task.forget[0].subject], PromptingOptions())
+    seen: list = []
+    real_score = PromptingGuard.score
+
+    def spy(self, prompts, answers, **kw):  # every measurement goes through the guard
+        seen.append(len(prompts))
+        return real_score(self, prompts, answers, **kw)
+
+    before_weights = [p.detach().clone() for p in tiny_target.model.parameters()]
+    monkeypatch.setattr(PromptingGuard, "score", spy)
+    out = run_attacks(guard, simple_task.forget, ["relearning", "relearn_benign"], simple_task.retain,
+                      max_new_tokens=6, options={"relearning": {"steps": 6, "lr": 1e-2},
+                                                 "relearn_benign": {"steps": 2, "lr": 1e-3}})["attacks"]
+    res = out["relearning"]
+    assert res["skipped"] is False and out["relearn_benign"]["skipped"] is False
+    assert len(seen) == 4  # before and after, for both attacks: the guard answered every measurement
+    assert res["after"]["answer_prob"] > res["before"]["answer_prob"]  # the relearned weights were beneath it
+    assert all(torch.equal(a, b) for a, b in zip(before_weights, tiny_target.model.parameters()))

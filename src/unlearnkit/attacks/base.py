@@ -239,7 +239,7 @@ def run_attacks(model: LanguageModel, records: Sequence[QARecord], attacks: Sequ
 
     ``attacks``: names (see ``ATTACKS``) or ``Attack`` instances; default: all of them.
     ``options``: per-attack constructor options, e.g. ``{"many_shot": {"max_shots": 16}}``.
-    Attacks that do not apply (relearning on a guard, prompt injection on weights,
+    Attacks that do not apply (relearning on an endpoint, prompt injection on weights,
     languages without a translator) come back as ``{"skipped": True, "reason": ...}``.
     Returns ``{"kind": "attacks", "method", "model", "seed", "n_records", "attacks": {name: result}}``;
     each result has ``leak_rate`` (keyword accuracy, or for prompt injection the

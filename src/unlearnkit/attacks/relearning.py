@@ -1,4 +1,4 @@
-"""Relearning attack (weight methods only): does forgotten knowledge come back after a few steps?
+"""Relearning attack: does forgotten knowledge come back after a few steps of fine-tuning?
 
 The forget set is split by the seed: a ``fraction`` (default half) is fine-tuned on
 for ``steps`` AdamW steps (answer-only NLL, ``FineTune`` through the shared
@@ -6,6 +6,10 @@ for ``steps`` AdamW steps (answer-only NLL, ``FineTune`` through the shared
 measured before and after: keyword accuracy of greedy answers (the leak rate) and
 mean normalised answer probability P̃(answer|question). Knowledge that was only
 hidden recovers on questions that were never trained on.
+
+A guard is attacked the way a provider's fine-tuning service would serve it: the model under the guard is
+fine-tuned (on a copy), its weights are swapped in beneath the unchanged guard for the measurement, and the
+originals come back after (as ``quantize`` does). A guard over an endpoint has no local weights: skipped.
 
 Cost: ``steps`` fine-tuning steps of ``batch_size`` examples (the budget, recorded in the result), and a
 greedy pass plus a scoring pass over the measured questions before and after. ``relearning`` and
@@ -15,14 +19,18 @@ fine-tune runs once and the second result says so (``same_run_as``).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped, score_generations
+import torch
+
+from unlearnkit.attacks.base import Attack, AttackContext, AttackSkipped, model_family, score_generations
 from unlearnkit.data.records import QARecord
+from unlearnkit.models.base import weights_model
 from unlearnkit.options import option
 
 
@@ -37,6 +45,38 @@ def split_forget(records: Sequence[QARecord], fraction: float, seed: int) -> tup
     random.Random(f"relearning:{seed}").shuffle(order)
     k = min(len(records) - 1, max(1, round(fraction * len(records))))
     return [records[i] for i in sorted(order[:k])], [records[i] for i in sorted(order[k:])]
+
+
+def relearn_target(model):
+    """What relearning fine-tunes: the model itself, or for a guard the weight-backed model beneath it."""
+    family = model_family(model)
+    if family == "weights":
+        return model
+    under = weights_model(model) if family == "guard" else None
+    if under is None or not getattr(under, "editable", False):
+        raise AttackSkipped(f"relearning fine-tunes weights; {model.name} has no local weights "
+                            f"{'beneath the guard ' if family == 'guard' else ''}(an endpoint)")
+    return under
+
+
+@contextlib.contextmanager
+def weights_swapped(target, relearned):
+    """Inside the block ``target``'s parameters hold ``relearned``'s values; the originals come back after.
+    Writes go through the tensors (not ``.data``) so caches keyed on version counters see them."""
+    own = dict(target.model.named_parameters())
+    new = dict(relearned.model.named_parameters())
+    if own.keys() != new.keys():
+        raise RuntimeError("the relearned copy does not have the attacked model's parameters")
+    saved = {n: p.detach().clone() for n, p in own.items()}
+    with torch.no_grad():
+        for n, p in own.items():
+            p.copy_(new[n])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, p in own.items():
+                p.copy_(saved[n])
 
 
 def recovery_metrics(model, records: Sequence[QARecord], max_new_tokens: int, batch_size: int) -> dict:
@@ -65,7 +105,7 @@ class RelearningOptions(RelearnBenignOptions):
 
 class Relearning(Attack):
     name = "relearning"
-    applies_to = "weights"
+    applies_to = "any"  # weight-backed models, and guards through the weights beneath them (check_applies)
     summary = "fine-tune a few steps on part of the forget set, measure recovery on the rest"
     Options = RelearningOptions
 
@@ -84,6 +124,9 @@ class Relearning(Attack):
 
     def budget(self):
         return {"steps": self.steps, "lr": self.lr, "train_batch_size": self.batch_size, "fraction": self.fraction}
+
+    def check_applies(self, model) -> None:
+        relearn_target(model)
 
     def build(self, records, seed=0):
         """The held-out questions recovery is measured on (``None`` for the records trained on)."""
@@ -106,8 +149,13 @@ class Relearning(Attack):
     def measure(self, model, train: Sequence[QARecord], asked: Sequence[QARecord], ctx) -> dict:
         """Leak on ``asked`` before and after fine-tuning a copy of ``model`` on ``train``."""
         before = recovery_metrics(model, asked, ctx.max_new_tokens, ctx.batch_size)
-        relearned = self.relearn(model, train, ctx.seed)
-        after = recovery_metrics(relearned, asked, ctx.max_new_tokens, ctx.batch_size)
+        target = relearn_target(model)
+        relearned = self.relearn(target, train, ctx.seed)
+        if target is model:
+            after = recovery_metrics(relearned, asked, ctx.max_new_tokens, ctx.batch_size)
+        else:  # a guard: its own intervention stays, the weights beneath it are the relearned ones
+            with weights_swapped(target, relearned):
+                after = recovery_metrics(model, asked, ctx.max_new_tokens, ctx.batch_size)
         del relearned
         per_example = [{**a, "generation_before": b["generation"], "keyword_hit_before": b["keyword_hit"]}
                        for a, b in zip(after.pop("per_example"), before.pop("per_example"))]
