@@ -293,7 +293,7 @@ def test_every_attack_on_the_tiny_benchmark_result_or_reason_ratio_table_and_cac
     assert ga["relearning"]["budget"]["steps"] == 2 and ga["soft_prompt"]["budget"]["steps"] == 3
     assert ga["quantize"]["budget"]["bits"] == [4, 8] and ga["few_shot"]["budget"]["k"] == 4
     assert ga["relearn_disjoint"]["same_run_as"] == "relearning"
-    assert not ga["relearning"]["skipped"] and guard["relearning"]["skipped"]  # weights only
+    assert not ga["relearning"]["skipped"] and not guard["relearning"]["skipped"]  # a guard: the weights beneath it
     assert guard["prompt_injection"]["skipped"] is False and ga["prompt_injection"]["skipped"]
     assert not guard["quantize"]["skipped"] and not guard["soft_prompt"]["skipped"]  # through the model under it
     assert target["lang_es"]["skipped"] and "translat" in target["lang_es"]["reason"]  # TOFU: no built-in one
@@ -308,12 +308,13 @@ def test_every_attack_on_the_tiny_benchmark_result_or_reason_ratio_table_and_cac
             assert ratios["grad_ascent"][name] is None
     table = {r["attack"]: r for r in summary["attacks"]["most_robust"]}
     assert set(table) == set(ATTACKS)
-    assert table["relearning"]["method"] == "grad_ascent" and table["relearning"]["skipped_for"] == ["prompting"]
+    assert table["prompt_injection"]["method"] == "prompting"
+    assert table["prompt_injection"]["skipped_for"] == ["grad_ascent"]  # weights: no target list to extract
     assert table["lang_de"]["method"] is None
     saved = json.loads((out / "results.json").read_text())
     assert saved["attacks"]["most_robust"] == json.loads(json.dumps(summary["attacks"]["most_robust"]))
     md = (out / "results.md").read_text()
-    assert "Most robust method per attack" in md and "| relearning | grad_ascent |" in md
+    assert "Most robust method per attack" in md and "| prompt_injection | prompting |" in md
     assert "Recovery ratio of the most robust method" in md and "Attack suite wall time per model" in md
     page = (out / "report.html").read_text()
     assert "Most robust method per attack" in page and "Recovery ratio: method × attack" in page
