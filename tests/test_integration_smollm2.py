@@ -41,7 +41,7 @@ def test_embedded_model_loads_offline_and_answers_sensibly(smollm2):
 def test_a_few_unlearning_steps_hit_forget_harder_than_retain(smollm2, tmp_path):
     forget_before, retain_before = _mean_prob(smollm2, FORGET), _mean_prob(smollm2, RETAIN)
     method = build_method("grad_diff")
-    cfg = TrainConfig(lr=2e-5, max_steps=6, batch_size=4, warmup_ratio=0.0)
+    cfg = TrainConfig(lr=6e-5, max_steps=2, batch_size=4, warmup_ratio=0.0)  # forget drop ≈ 0.6 on this model
     unlearned = method.apply(smollm2, _Task, tmp_path, cfg)
     forget_after, retain_after = _mean_prob(unlearned, FORGET), _mean_prob(unlearned, RETAIN)
     forget_drop = (forget_before - forget_after) / forget_before

@@ -114,6 +114,11 @@ def test_report_from_paths_and_bundles(tmp_path, fixture_results):
     assert set(data.attacks) == {"npo", "alu"} and set(data.scale) == {"npo", "alu (sequential)"}
     out = write_report([*map(str, paths), str(bundle)], tmp_path / "r.html")
     assert out["figures"] == 3 and out["markdown"] is None
+    # a partial report during a long run: every table, the figures only at the end
+    partial = write_report([*map(str, paths), str(bundle)], tmp_path / "p.html", with_figures=False)
+    page = (tmp_path / "p.html").read_text()
+    assert partial["figures"] == 0 and "figures are drawn when the run ends" in page
+    assert page.count("<table") == (tmp_path / "r.html").read_text().count("<table") > 0
 
 
 def test_report_with_partial_results_and_bad_input(tmp_path, fixture_results):

@@ -168,6 +168,7 @@ def test_whole_benchmark_on_the_tiny_model(tmp_path):
     attacked = json.loads((out / "attacks" / "grad_ascent.json").read_text())
     assert set(attacked["attacks"]) == {"plain", "quantize"} and (out / "attacks" / "target.json").is_file()
     assert "Recovery ratio" in page
+    assert "data:image/png;base64," in page and "figures are drawn when the run ends" not in page  # the last write
     # A second call reuses every model, run and evaluation: nothing is trained again.
     again = run_tofu_benchmark(cfg, out)
     assert again["phases_seconds"]["finetune_target"] == 0.0 and again["phases_seconds"]["finetune_retain"] == 0.0

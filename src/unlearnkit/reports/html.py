@@ -325,13 +325,17 @@ padding:4px 0}
 """
 
 
-def render_html(data: ReportData, title: str = "unlearnkit report") -> str:
+def render_html(data: ReportData, title: str = "unlearnkit report", with_figures: bool = True) -> str:
+    """The report page; without figures (a partial report during a long run) it says they come at the end."""
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p class=\"meta\">Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from "
              f"{len(data.sources)} result file(s). Every number is in the tables below.</p>"]
-    for fig_title, caption, b64 in figures(data):
+    if not with_figures:
+        parts.append("<p class=\"meta\">Partial results: the figures are drawn when the run ends; every number "
+                     "so far is in the tables below.</p>")
+    for fig_title, caption, b64 in figures(data) if with_figures else ():
         parts.append(f"<h2>{html.escape(fig_title)}</h2><figure><img alt=\"{html.escape(fig_title)}\" "
                      f"src=\"data:image/png;base64,{b64}\"><figcaption>{html.escape(caption)}</figcaption></figure>")
     if data.methods:
@@ -392,8 +396,11 @@ def render_markdown(data: ReportData, html_name: str | None = None, title: str =
 
 
 def write_report(results: Sequence[Any], out_html: str | Path, out_md: str | Path | None = None,
-                 title: str = "unlearnkit report") -> dict[str, Any]:
+                 title: str = "unlearnkit report", with_figures: bool = True) -> dict[str, Any]:
     """Write the HTML report (and the Markdown summary when ``out_md`` is given).
+
+    ``with_figures=False`` leaves the plots out (drawing them costs about a second each time): long runs
+    rewrite a partial report after every step and draw the figures once, at the end.
 
     ``results``: result dicts or paths to result JSON files (see the module docstring).
     Returns ``{"html": path, "markdown": path or None, "figures": n, "methods": [...],
@@ -402,7 +409,7 @@ def write_report(results: Sequence[Any], out_html: str | Path, out_md: str | Pat
     if isinstance(results, (str, Path, Mapping)):
         results = [results]
     data = collect(results)
-    page = render_html(data, title)
+    page = render_html(data, title, with_figures)
     out_html = write_text_atomic(out_html, page)
     md_path = None
     if out_md is not None:

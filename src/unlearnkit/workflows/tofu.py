@@ -247,7 +247,8 @@ def _recovery_note(summary: dict) -> str:
 
 def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dict, state: dict, t_start: float,
            partial: bool) -> dict:
-    """results.json / results.md / report.html, rewritten atomically after every method (never half a file).
+    """results.json / results.md / report.html, rewritten atomically after every method (never half a file);
+    the report's figures are drawn at the last write.
 
     While only the sweeps are done (``stage: selection``) the table holds each choice on the selection suite;
     afterwards it holds the final suite."""
@@ -294,6 +295,5 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
           + f"\nTotal wall time: {summary['seconds']:.0f} s.\n")
     write_text_atomic(out_dir / "results.md", md)
     write_report([out_dir / "results.json", evidence, *state.get("attacks", {}).values()], out_dir / "report.html",
-                 None,
-                 title=f"unlearnkit: TOFU {cfg.setup.forget}")
+                 None, title=f"unlearnkit: TOFU {cfg.setup.forget}", with_figures=not partial)
     return summary
