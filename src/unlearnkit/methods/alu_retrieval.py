@@ -348,8 +348,11 @@ class TargetIndex:
         """target position -> (best score, reason) over every signal (see the module docstring).
         ``references=False`` leaves the detector out; ``query_vector`` is the query's embedding when known."""
         best: dict[int, tuple[float, str]] = {}
+        tau = self.relevance_threshold  # -inf until calibrated on neighbour questions
 
         def offer(i: int, score: float, reason: str):
+            if reason in ("fact-term", "embedding") and not score > tau:
+                return
             if i not in best or score > best[i][0]:
                 best[i] = (score, reason)
 
@@ -416,14 +419,7 @@ class TargetIndex:
         and embedding matches count only above ``relevance_threshold``.
         """
         best = self.scores(query, draft, context)
-        tau = self.relevance_threshold
-
-        def counts(s: float, r: str) -> bool:
-            if r in ("fact-term", "embedding") and not s > tau:
-                return False
-            return r != "embedding" or s >= self.threshold
-
-        ranked = sorted(((s, r, i) for i, (s, r) in best.items() if counts(s, r)),
+        ranked = sorted(((s, r, i) for i, (s, r) in best.items() if r != "embedding" or s >= self.threshold),
                         key=lambda x: (x[1] != "name", -x[0], x[2]))
         return [Hit(self.targets[i], s, r) for s, r, i in ranked[: self.top_m]]
 
