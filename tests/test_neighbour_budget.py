@@ -117,3 +117,16 @@ def test_the_option_reads_none_and_checks_its_range(method):
     assert build_method(method, {}).options.neighbour_budget == 0.02
     with pytest.raises(ConfigError, match="neighbour_budget"):
         build_method(method, {"neighbour_budget": "1.5"})
+
+
+def test_a_name_part_of_someone_else_in_the_question_is_no_name_hit_in_the_draft():
+    from unlearnkit.data.targets import Target
+    from unlearnkit.methods.alu_retrieval import HashingEmbedder, TargetIndex
+
+    idx = TargetIndex(HashingEmbedder()).build([Target("Halvard Harrowgate", facts=("Halvard Harrowgate was born "
+                                                                                    "in Brelund.",))])
+    q = "In which city was Halvard Eskarrow born?"
+    assert not idx.retrieve(q, "Halvard Eskarrow was born in the city of Halvard, Sweden.")
+    # the same part, when the question does not name someone else with it, still counts
+    assert [h.reason for h in idx.retrieve("Where was he born?", "Halvard was born in Sweden.")] == ["name-part"]
+    assert [h.reason for h in idx.retrieve(q, "That was Halvard Harrowgate.")] == ["name"]

@@ -366,6 +366,9 @@ class TargetIndex:
         probes = []
         # with the calibration on, a key term the draft only repeats from the question is not evidence
         asked = self._facts.find(query) if self.neighbour_budget is not None and query else {}
+        # a name part the question spells inside someone else's full name means that person in the draft too
+        # ("Halvard Eskarrow was born in the city of Halvard" is not about the target Halvard Harrowgate)
+        elsewhere = {w for name in self.other_names(query) for w in tokens(name)} if query else set()
         for n, text in enumerate((query, draft)):
             if not text or not text.strip():
                 continue
@@ -376,7 +379,9 @@ class TargetIndex:
             masked = text
             for name in other_names:
                 masked = masked.replace(name, " ")
-            for i in self._parts.find(masked):
+            for i, grams in self._parts.find(masked).items():
+                if n == 1 and all(set(g) <= elsewhere for g in grams):
+                    continue
                 offer(i, NAME_PART_SCORE, "name-part")
             for i, grams in self._facts.find(text).items():
                 if n == 1 and i in asked:
