@@ -130,3 +130,19 @@ def test_a_name_part_of_someone_else_in_the_question_is_no_name_hit_in_the_draft
     # the same part, when the question does not name someone else with it, still counts
     assert [h.reason for h in idx.retrieve("Where was he born?", "Halvard was born in Sweden.")] == ["name-part"]
     assert [h.reason for h in idx.retrieve(q, "That was Halvard Harrowgate.")] == ["name"]
+
+
+def test_eco_classifier_alone_does_not_flag_someone_else_by_name(tiny_lm):
+    from unlearnkit.methods.eco import ECOGuard, ECOOptions
+
+    def guard(other_names):
+        return ECOGuard(tiny_lm, TARGETS, ECOOptions(encoder="hashing", sigma_search=False, threshold=1e-4,
+                                                     neighbour_budget=None, other_names=other_names))
+
+    about_others = ["What genre is Adira Bintang primarily known for in her writings?",
+                    "Where was Katrin Castellane born?"]
+    assert guard(False).flag(about_others) == [True, True]  # the classifier at a low threshold flags them
+    on = guard(True)
+    assert on.flag(about_others) == [False, False]
+    assert on.flag(NAMED) == [True, True, True]  # a target's name still flags
+    assert on.flag(["Who played Inspector Vale?"]) == [True]  # so does a reference (the detector)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -228,6 +228,19 @@ def find_terms(text: str, terms: Iterable[str]) -> list[str]:
     return hits
 
 
+def other_names(text: str, is_target: Callable[[str], bool]) -> list[str]:
+    """Runs of 2+ capitalised words in ``text`` (leading stopwords and verbs left out: "Did Castellane ..."
+    is one name, not two) for which ``is_target`` is false: someone (or something) else, as written."""
+    out = []
+    for m in _CAPITALISED_RUN.finditer(text):
+        words = m.group(0).split()
+        while words and (words[0].lower() in STOPWORDS or words[0].lower() in _LEADING_VERBS):
+            words = words[1:]
+        if len(words) >= 2 and not is_target(" ".join(words)):
+            out.append(m.group(0))
+    return out
+
+
 # -- the index ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Hit:
@@ -406,15 +419,7 @@ class TargetIndex:
 
     def other_names(self, text: str) -> list[str]:
         """Runs of 2+ capitalised words that contain no target name: someone (or something) else."""
-        out = []
-        for m in _CAPITALISED_RUN.finditer(text):
-            words = m.group(0).split()
-            while words and (words[0].lower() in STOPWORDS or words[0].lower() in _LEADING_VERBS):
-                words = words[1:]  # "Did Castellane ..." is one name, not two
-            span = " ".join(words)
-            if len(words) >= 2 and not self._names.find(span):
-                out.append(m.group(0))
-        return out
+        return other_names(text, lambda span: bool(self._names.find(span)))
 
     def retrieve(self, query: str, draft: str = "", context: Sequence[str] = ()) -> list[Hit]:
         """The ``top_m`` relevant targets, best first, name matches first.

@@ -8,7 +8,8 @@ The model's weights never change. For every prompt:
    names a target; with ``neighbour_budget`` (0.02 by default; not in the paper) τ is raised,
    split-conformally on the reference detector's calibration neighbour questions (about the
    targets' works, places and dates, not about the targets), so that the whole decision flags at
-   most that share of them;
+   most that share of them; and (option ``other_names``, on by default; not in the paper) the
+   classifier alone does not flag a message that names someone who is not a target;
 2. unflagged prompts go to the bare model untouched (bit-for-bit its own scores and
    generations);
 3. flagged prompts run with a forward hook on the input embedding layer that corrupts
@@ -84,6 +85,9 @@ class ECOOptions:
               "calibration neighbours, so that the classifier, the name match and the detector together flag at "
               "most this share of them (name mentions always flag); none = the threshold alone, as before",
         minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+    other_names: bool = option(True, "the classifier alone does not flag a prompt that names someone who is not a "
+                                     "target (a run of 2+ capitalised words with no target name in it); names and "
+                                     "references still flag (not in the paper)")
     llm_layer: float = option(0.5, "encoder=llm: relative depth of the pooled hidden states", minimum=0, maximum=1,
                               exclusive_minimum=True)
     max_negatives: int = option(2000, "retain prompts used as classifier negatives at most (seeded sample)",
@@ -240,6 +244,8 @@ class ECOGuard(Guard):
         caught = [caught_by.get(q, False) or (self.options.name_match and self._name_terms.found(q))
                   for q in questions]
         probs = clf.head.predict_proba(clf.embed(questions, cache=True))
+        if self.options.other_names:  # what classify() lets the classifier flag
+            probs = np.where([bool(self._names_someone_else(q)) for q in questions], -np.inf, probs)
         tau = joint_threshold(probs, caught, budget)
         before = float(clf.threshold)
         clf.threshold = max(before, tau)
@@ -261,7 +267,15 @@ class ECOGuard(Guard):
             names = np.array([self._name_terms.found(t) for t in texts], dtype=bool)
         if self.references is not None:
             names |= np.array([bool(self.references.detect(t)) for t in texts], dtype=bool)
-        return (probs > clf.threshold) | names, probs, names
+        by_classifier = probs > clf.threshold
+        if self.options.other_names:
+            by_classifier &= ~np.array([bool(self._names_someone_else(t)) for t in texts], dtype=bool)
+        return by_classifier | names, probs, names
+
+    def _names_someone_else(self, text: str) -> list[str]:
+        from unlearnkit.methods.alu_retrieval import other_names
+
+        return other_names(text, self._name_terms.found)
 
     def flag(self, prompts) -> list[bool]:
         return [bool(f) for f in self.classify(prompts)[0]]
