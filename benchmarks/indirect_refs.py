@@ -21,7 +21,9 @@ way (not targets) and ``unrelated`` questions (goal <= 1 %), for
   ``alu`` (targets ALU's retrieval returns; a question with no retrieved target is answered
   without the agents), both with their option ``neighbour_budget`` at ``--budget`` (their own
   classifier threshold / key-term and embedding retrieval calibrated on the detector's calibration
-  neighbours); ``-uncal``: the detector without that calibration; ``-names``: neither (as first built).
+  neighbours; ECO's classifier alone also ignores prompts that name someone else, option
+  ``other_names``); ``-uncal``: without that calibration; ``-names``: with neither the detector, the
+  calibration nor ``other_names`` (the guards as first built).
   ``benchmarks/indirect_e2e.py`` measures the whole stack's answers.
   ECO flags and ALU retrieves; neither refuses: a flagged question is answered with corrupted
   embeddings, a retrieved target goes to ALU's audit, so their neighbour and unrelated shares are
@@ -77,9 +79,10 @@ def guard_flags(probes, targets, det, which: set[str], budget: float) -> dict[st
         from unlearnkit.models.tiny import load_tiny
 
         cache: dict = {}
-        for label, refs, nb in (("eco", True, budget), ("eco-uncal", True, None), ("eco-names", False, None)):
+        for label, refs, nb, others in (("eco", True, budget, True), ("eco-uncal", True, None, True),
+                                        ("eco-names", False, None, False)):
             guard = ECOGuard(load_tiny(), targets, ECOOptions(sigma_search=False, references=refs,
-                                                              neighbour_budget=nb),
+                                                              neighbour_budget=nb, other_names=others),
                              references=det if refs else None, embedding_cache=cache)
             out[label] = {k: share(guard.flag(probes.texts(k))) for k in KINDS}
     if "alu" in which:
