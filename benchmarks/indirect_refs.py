@@ -19,7 +19,12 @@ way (not targets) and ``unrelated`` questions (goal <= 1 %), for
 * with ``--guards``: ``eco`` (ECO's classifier decision: its own classifier, the name match, or the
   detector; the tiny built-in model carries it, so only the classification is measured) and
   ``alu`` (targets ALU's retrieval returns; a question with no retrieved target is answered
-  without the agents), each also without the detector (``eco-names``, ``alu-names``: as before).
+  without the agents), both with their option ``neighbour_budget`` at ``--budget`` (their own
+  classifier threshold / key-term and embedding retrieval calibrated on the detector's calibration
+  neighbours; ECO's classifier alone also ignores prompts that name someone else, option
+  ``other_names``); ``-uncal``: without that calibration; ``-names``: with neither the detector, the
+  calibration nor ``other_names`` (the guards as first built).
+  ``benchmarks/indirect_e2e.py`` measures the whole stack's answers.
   ECO flags and ALU retrieves; neither refuses: a flagged question is answered with corrupted
   embeddings, a retrieved target goes to ALU's audit, so their neighbour and unrelated shares are
   the cost in extra work and answer quality, not refusals.
@@ -63,25 +68,29 @@ def detector_for(targets, budget: float):
     return det
 
 
-def guard_flags(probes, targets, det, which: set[str]) -> dict[str, dict[str, float | None]]:
-    """Per guard in ``which``, with the detector and without it (``-names``: the guard as before): share of
-    each probe kind ECO flags (its classifier, the name match, the detector) or ALU retrieves a target for."""
+def guard_flags(probes, targets, det, which: set[str], budget: float) -> dict[str, dict[str, float | None]]:
+    """Per guard in ``which``: share of each probe kind ECO flags (its classifier, the name match, the
+    detector) or ALU retrieves a target for; with the detector and the guard's own decision calibrated on
+    neighbour questions (``neighbour_budget``), with the detector only (``-uncal``), and with neither
+    (``-names``: the guard as it was first)."""
     out: dict[str, dict[str, float | None]] = {}
     if "eco" in which:
         from unlearnkit.methods.eco import ECOGuard, ECOOptions
         from unlearnkit.models.tiny import load_tiny
 
         cache: dict = {}
-        for label, refs in (("eco", True), ("eco-names", False)):
-            guard = ECOGuard(load_tiny(), targets, ECOOptions(sigma_search=False, references=refs),
+        for label, refs, nb, others in (("eco", True, budget, True), ("eco-uncal", True, None, True),
+                                        ("eco-names", False, None, False)):
+            guard = ECOGuard(load_tiny(), targets, ECOOptions(sigma_search=False, references=refs,
+                                                              neighbour_budget=nb, other_names=others),
                              references=det if refs else None, embedding_cache=cache)
             out[label] = {k: share(guard.flag(probes.texts(k))) for k in KINDS}
     if "alu" in which:
         from unlearnkit.methods.alu_retrieval import TargetIndex, make_embedder
 
         embedder = make_embedder("minilm")
-        for label, refs in (("alu", det), ("alu-names", None)):
-            index = TargetIndex(embedder, references=refs).build(targets)
+        for label, refs, nb in (("alu", det, budget), ("alu-uncal", det, None), ("alu-names", None, None)):
+            index = TargetIndex(embedder, references=refs, neighbour_budget=nb).build(targets)
             out[label] = {k: share(bool(index.retrieve(q)) for q in probes.texts(k)) for k in KINDS}
     return out
 
@@ -107,7 +116,7 @@ def evaluate(name: str, probes, budget: float, guards: set[str]) -> dict:
             misses = [t for t, a, b in zip(texts, by_name, by_ref) if not (a or b)]
         elif kind in ("neighbour", "unrelated"):
             false_refusals += [t for t, b in zip(texts, by_ref) if b]
-    rows.update(guard_flags(probes, probes.targets, det, guards))
+    rows.update(guard_flags(probes, probes.targets, det, guards, budget))
     return {"set": name, "counts": probes.counts(), "targets": len(probes.targets), "build_s": round(build_s, 2),
             "calibration": det.calibration, "refused": rows, "missed_indirect": misses,
             "refused_neighbours": false_refusals}

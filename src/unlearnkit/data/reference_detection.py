@@ -106,6 +106,26 @@ def upper_conformal_threshold(scores: Sequence[float], alpha: float) -> float:
     return float(s[k - 1]) if 1 <= k <= s.size else math.inf
 
 
+def calibration_questions(profiles: Iterable[TargetProfile]) -> list[str]:
+    """The neighbour questions a detector calibrates on by default: about what the ``profiles`` link their
+    targets to (works, prizes, places, dates), then about every subject of the built-in benchmark, and
+    general questions; all from the *calibration* templates (``indirect_probes.NEIGHBOUR_TEMPLATES``)."""
+    from unlearnkit.data.indirect_probes import background_neighbours, profile_neighbours
+
+    own = [q for p in profiles for q in profile_neighbours([p], "calibration")]
+    return list(dict.fromkeys(q for q in [*own, *background_neighbours("calibration")] if q and q.strip()))
+
+
+def joint_threshold(scores: Sequence[float], caught: Sequence[bool], budget: float) -> float:
+    """τ for a score that flags next to other rules (a name, the detector), split-conformal on calibration
+    neighbour questions: a neighbour the other rules already catch counts as +inf, so that the score
+    (> τ) and the rules together flag a new exchangeable neighbour with probability ≤ ``budget``.
+    +inf when the rules alone use up the budget (the score then flags nothing)."""
+    if len(scores) != len(caught):
+        raise ValueError(f"joint_threshold: {len(scores)} scores but {len(caught)} caught flags")
+    return upper_conformal_threshold([math.inf if c else float(x) for x, c in zip(scores, caught)], budget)
+
+
 @dataclass
 class ReferenceDetector:
     """See the module docstring. ``build`` indexes targets (or profiles), ``calibrate`` sets τ,
@@ -134,6 +154,7 @@ class ReferenceDetector:
         self._facets = FacetIndex([], self.max_shared)
         self._signature: dict[str, tuple] = {}
         self.calibration: dict = {"status": "not calibrated: only names are caught"}
+        self.neighbour_scores: dict[str, float] = {}  # calibration neighbour -> its best score over the targets
         self._floor = np.zeros(0)
         self._lock = threading.Lock()
 
@@ -286,12 +307,12 @@ class ReferenceDetector:
     def calibrate(self, neighbours: Sequence[str] | None = None, budget: float | None = None) -> dict:
         """Set τ split-conformally on ``neighbour`` questions (default: neighbour questions built from the
         indexed profiles and from the built-in benchmark's subjects, calibration templates only)."""
-        from unlearnkit.data.indirect_probes import background_neighbours, profile_neighbours
+        from unlearnkit.data.indirect_probes import profile_neighbours
 
         alpha = self.budget if budget is None else budget
         own = [(q, i) for i, p in enumerate(self.profiles) for q in profile_neighbours([p], "calibration")]
         if neighbours is None:
-            neighbours = [q for q, _i in own] + background_neighbours("calibration")
+            neighbours = calibration_questions(self.profiles)
         neighbours = list(dict.fromkeys(n for n in neighbours if n and n.strip()))
         texts = list(dict.fromkeys([*neighbours, *(q for q, _i in own)]))
         row_of = {t: r for r, t in enumerate(texts)}
@@ -312,6 +333,7 @@ class ReferenceDetector:
                 floor[i] = max(floor[i], float(total[i]))
         self.threshold = upper_conformal_threshold([best[n] for n in neighbours], alpha)
         self._floor = floor
+        self.neighbour_scores = {n: best[n] for n in neighbours}
         need = math.ceil(1 / alpha) - 1
         self.calibration = {"status": "calibrated" if math.isfinite(self.threshold) else
                             f"too few neighbour questions ({len(neighbours)} < {need}) for a {alpha:.0%} budget: "
@@ -323,9 +345,15 @@ class ReferenceDetector:
             log.warning("reference detection: %s", self.calibration["status"])
         return self.calibration
 
+    def caught_neighbours(self) -> dict[str, bool]:
+        """Each calibration neighbour question -> whether the detector may refer it to a target: its best
+        score is above τ (a superset of what ``detect`` finds, which also applies each target's floor)."""
+        return {q: s > self.threshold for q, s in self.neighbour_scores.items()}
+
     def describe(self) -> dict:
         return {**self.calibration, "warnings": self.warnings,
                 "expansion": {p.name: p.expansion for p in self.profiles if p.expansion.get("status") != "off"}}
 
 
-__all__ = ["Detection", "NoEncoder", "ReferenceDetector", "default_encoder", "upper_conformal_threshold"]
+__all__ = ["Detection", "NoEncoder", "ReferenceDetector", "calibration_questions", "default_encoder",
+           "joint_threshold", "upper_conformal_threshold"]

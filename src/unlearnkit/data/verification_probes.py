@@ -154,14 +154,24 @@ class LeakJudge:
             if keys and keys not in self.fact_terms:
                 self.fact_terms.append(keys)
 
-    def leaks(self, answer: str) -> bool:
-        from unlearnkit.evaluation.keywords import keyword_hit
+    def leaks(self, answer: str, asked: str = "") -> bool:
+        """Whether ``answer`` reveals the target. With ``asked`` (the question), a fact's key terms the
+        question itself spells do not count: repeating "'The Glass Orchard'" back reveals nothing; a fact
+        whose terms are all in the question is not one the answer can leak."""
+        from unlearnkit.evaluation.keywords import keyword_hit, keyword_spans
 
         if not answer:
             return False
         if self.matcher.leaks(answer):
             return True
-        return any(keyword_hit(answer, terms) for terms in self.fact_terms)
+        for terms in self.fact_terms:
+            if asked:
+                terms = tuple(t for t, span in zip(terms, keyword_spans(asked, terms)) if span is None)
+                if not terms:
+                    continue
+            if keyword_hit(answer, terms):
+                return True
+        return False
 
 
 __all__ = ["ATTACKS", "KINDS", "LeakJudge", "VerificationProbe", "attacked_prompts", "build_verification_probes",

@@ -79,6 +79,13 @@ class ALUOptions:
                            choices=("minilm", "hashing"))
     references: bool = option(True, "retrieve targets a question refers to without naming them (works, roles, "
                                     "places, dates: data/reference_detection; exact facets only with embedder=hashing)")
+    neighbour_budget: float | None = option(
+        0.02, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
+              "them): key-term and embedding retrieval count only above a threshold calibrated split-conformally "
+              "on the reference detector's calibration neighbours, so that retrieval as a whole (names, the "
+              "detector included) sends at most this share of them to the audit; a key term the draft repeats "
+              "from the question is not evidence (names always count); none = retrieval as before",
+        minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
     name_hit_is_leak: bool = option(True, "an exact target name/alias in the question or draft is a direct leak "
                                            "without asking the audit judge")
     judge_fail_closed: bool = option(True, "an unreadable audit verdict counts as a leak")
@@ -141,7 +148,8 @@ class ALUGuard(Guard):
         self._loaded: dict[str, LanguageModel] = {}
         embedder = embedder or make_embedder(options.embedder)
         self.index = TargetIndex(embedder, threshold=options.retrieval_threshold, top_m=options.top_m,
-                                 references=self._new_references(options, embedder))
+                                 references=self._new_references(options, embedder),
+                                 neighbour_budget=options.neighbour_budget)
         if index_cache is not None:
             self.index.load_cache(index_cache)
         self.last_trace: ALUTrace | None = None
@@ -158,7 +166,8 @@ class ALUGuard(Guard):
         from unlearnkit.data.reference_detection import ReferenceDetector, NoEncoder
         from unlearnkit.methods.alu_retrieval import MiniLMEmbedder
 
-        return ReferenceDetector(embedder if isinstance(embedder, MiniLMEmbedder) else NoEncoder())
+        budget = {} if options.neighbour_budget is None else {"budget": options.neighbour_budget}
+        return ReferenceDetector(embedder if isinstance(embedder, MiniLMEmbedder) else NoEncoder(), **budget)
 
     def _ensure_index(self) -> TargetIndex:
         signature = tuple((t.name, t.aliases, t.description, t.facts) for t in self.targets)
@@ -169,8 +178,8 @@ class ALUGuard(Guard):
                 old = self.index
                 self.index = TargetIndex(old.embedder, threshold=old.threshold, top_m=old.top_m,
                                          max_term_targets=old.max_term_targets, cache=old.cache,
-                                         references=old.references and old.references.fresh()
-                                         ).build(self.targets)
+                                         references=old.references and old.references.fresh(),
+                                         neighbour_budget=old.neighbour_budget).build(self.targets)
             return self.index
 
     # -- backends --------------------------------------------------------------------
@@ -367,7 +376,7 @@ class ALUGuard(Guard):
     def describe(self) -> dict:
         out = super().describe()
         out.update(options={k: v for k, v in dataclasses.asdict(self.options).items()},
-                   embedder=self.index.embedder.name)
+                   embedder=self.index.embedder.name, neighbour_calibration=dict(self.index.neighbour_calibration))
         return out
 
     def totals_json(self) -> dict:

@@ -26,6 +26,13 @@ Signals, per target (a score in [0, 1]; the highest wins):
   texts are dominated by the names, so people sharing a first name or surname with a target
   would look alike.
 
+With ``neighbour_budget`` (ALU's option, 0.02 by default) the signals that fire on questions *about* a
+target's works, places and dates as readily as on questions about the target (key fact terms, embeddings)
+count only above a relevance threshold calibrated split-conformally on the reference detector's calibration
+neighbour questions (``data/reference_detection.joint_threshold``: with the names and the detector, at most
+that share of them retrieves a target), and a key term the draft only repeats from the question is not
+evidence; names, name parts and the calibrated detector always count.
+
 A target is relevant when a lexical signal matches or its embedding similarity reaches
 ``threshold`` (0.65 by default for MiniLM: on the built-in benchmark, questions about *other*
 people built from the same templates reach 0.5–0.6, because the sentence shape dominates);
@@ -36,9 +43,10 @@ Entry embeddings are cached by text, so adding a target only embeds its own text
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -220,6 +228,19 @@ def find_terms(text: str, terms: Iterable[str]) -> list[str]:
     return hits
 
 
+def other_names(text: str, is_target: Callable[[str], bool]) -> list[str]:
+    """Runs of 2+ capitalised words in ``text`` (leading stopwords and verbs left out: "Did Castellane ..."
+    is one name, not two) for which ``is_target`` is false: someone (or something) else, as written."""
+    out = []
+    for m in _CAPITALISED_RUN.finditer(text):
+        words = m.group(0).split()
+        while words and (words[0].lower() in STOPWORDS or words[0].lower() in _LEADING_VERBS):
+            words = words[1:]
+        if len(words) >= 2 and not is_target(" ".join(words)):
+            out.append(m.group(0))
+    return out
+
+
 # -- the index ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Hit:
@@ -240,6 +261,7 @@ class TargetIndex:
     max_term_targets: int = 3
     cache: dict[str, np.ndarray] = field(default_factory=dict)
     references: object = None  # a data.reference_detection.ReferenceDetector (indexed and calibrated by build)
+    neighbour_budget: float | None = None  # calibrate fact-term and embedding hits on neighbour questions (build)
 
     def __post_init__(self):
         self.targets: list[Target] = []
@@ -251,6 +273,8 @@ class TargetIndex:
         self._owner = np.zeros(0, dtype=np.int64)
         self._starts = np.zeros(0, dtype=np.int64)
         self.signature: tuple = ()
+        self.relevance_threshold = -math.inf  # fact-term and embedding hits count above it (calibrated by build)
+        self.neighbour_calibration: dict = {}
 
     # -- building ----------------------------------------------------------------------
     @staticmethod
@@ -300,25 +324,64 @@ class TargetIndex:
             self.references.build(self.targets)
             self.references.calibrate()
         self._position = {t.name: i for i, t in enumerate(self.targets)}
+        self.relevance_threshold, self.neighbour_calibration = -math.inf, {}
+        if self.neighbour_budget is not None and self.targets:
+            self._calibrate_on_neighbours(self.neighbour_budget)
         return self
 
+    def _calibrate_on_neighbours(self, budget: float) -> None:
+        """Set ``relevance_threshold`` so that names, name parts, the detector and the fact-term and
+        embedding hits above it retrieve a target for at most ``budget`` of the calibration neighbours."""
+        from unlearnkit.data.reference_detection import calibration_questions, joint_threshold
+        from unlearnkit.data.target_profile import build_profile
+
+        refs = self.references
+        caught_by = refs.caught_neighbours() if refs is not None else {}
+        questions = list(caught_by) or calibration_questions([build_profile(t) for t in self.targets])
+        known = refs.cache if refs is not None and refs.encoder is self.embedder else {}
+        missing = [q for q in questions if q not in known] if len(self._owner) else []
+        encoded = dict(zip(missing, self.embedder.encode(missing))) if missing else {}
+        scores, caught = [], []
+        for q in questions:
+            best = self.scores(q, references=False, query_vector=known.get(q, encoded.get(q)))
+            caught.append(caught_by.get(q, False) or any(r in ("name", "name-part") for _s, r in best.values()))
+            scores.append(max((s for s, r in best.values() if r in ("fact-term", "embedding")), default=-1.0))
+        self.relevance_threshold = joint_threshold(scores, caught, budget)
+        retrieved = sum(c or s > self.relevance_threshold for c, s in zip(caught, scores))
+        self.neighbour_calibration = {
+            "neighbour_budget": budget, "neighbours": len(questions),
+            "relevance_threshold": self.relevance_threshold if math.isfinite(self.relevance_threshold) else None,
+            "neighbours_retrieved": round(retrieved / len(questions), 4) if questions else None,
+            "neighbours_retrieved_before": round(sum(c or s > -1.0 for c, s in zip(caught, scores))
+                                                 / len(questions), 4) if questions else None}
+
     # -- querying ----------------------------------------------------------------------
-    def scores(self, query: str, draft: str = "", context: Sequence[str] = ()) -> dict[int, tuple[float, str]]:
-        """target position -> (best score, reason) over every signal (see the module docstring)."""
+    def scores(self, query: str, draft: str = "", context: Sequence[str] = (), *, references: bool = True,
+               query_vector=None) -> dict[int, tuple[float, str]]:
+        """target position -> (best score, reason) over every signal (see the module docstring).
+        ``references=False`` leaves the detector out; ``query_vector`` is the query's embedding when known."""
         best: dict[int, tuple[float, str]] = {}
+        tau = self.relevance_threshold  # -inf until calibrated on neighbour questions
 
         def offer(i: int, score: float, reason: str):
+            if reason in ("fact-term", "embedding") and not score > tau:
+                return
             if i not in best or score > best[i][0]:
                 best[i] = (score, reason)
 
         for text in (query, draft, *context):
             for i in self._names.find(text):
                 offer(i, NAME_SCORE, "name")
-        if self.references is not None and query and query.strip():
+        if self.references is not None and references and query and query.strip():
             for d in self.references.detect_all(query):
                 if d.target in self._position:
                     offer(self._position[d.target], REFERENCE_SCORE, "reference")
         probes = []
+        # with the calibration on, a key term the draft only repeats from the question is not evidence
+        asked = self._facts.find(query) if self.neighbour_budget is not None and query else {}
+        # a name part the question spells inside someone else's full name means that person in the draft too
+        # ("Halvard Eskarrow was born in the city of Halvard" is not about the target Halvard Harrowgate)
+        elsewhere = {w for name in self.other_names(query) for w in tokens(name)} if query else set()
         for n, text in enumerate((query, draft)):
             if not text or not text.strip():
                 continue
@@ -329,16 +392,23 @@ class TargetIndex:
             masked = text
             for name in other_names:
                 masked = masked.replace(name, " ")
-            for i in self._parts.find(masked):
+            for i, grams in self._parts.find(masked).items():
+                if n == 1 and all(set(g) <= elsewhere for g in grams):
+                    continue
                 offer(i, NAME_PART_SCORE, "name-part")
             for i, grams in self._facts.find(text).items():
+                if n == 1 and i in asked:
+                    grams = grams - asked[i]
+                    if not grams:
+                        continue
                 strong = len(grams) >= 2 or any(len(g) >= 2 for g in grams)
                 if n == 0 or strong:  # one single-word term (a year, a city) in the draft alone is too weak
                     offer(i, TERM_SCORE_STRONG if strong else TERM_SCORE_ONE, "fact-term")
             if not other_names:
                 probes.append(text)
         if probes and len(self._owner):
-            q = self.embedder.encode(probes)
+            q = (np.asarray(query_vector, dtype=np.float32)[None, :] if query_vector is not None
+                 and probes == [query] else self.embedder.encode(probes))
             sims = (self._matrix @ q.T).max(axis=1)
             per_target = np.maximum.reduceat(sims, self._starts)
             ids = self._owner[self._starts]
@@ -349,21 +419,14 @@ class TargetIndex:
 
     def other_names(self, text: str) -> list[str]:
         """Runs of 2+ capitalised words that contain no target name: someone (or something) else."""
-        out = []
-        for m in _CAPITALISED_RUN.finditer(text):
-            words = m.group(0).split()
-            while words and (words[0].lower() in STOPWORDS or words[0].lower() in _LEADING_VERBS):
-                words = words[1:]  # "Did Castellane ..." is one name, not two
-            span = " ".join(words)
-            if len(words) >= 2 and not self._names.find(span):
-                out.append(m.group(0))
-        return out
+        return other_names(text, lambda span: bool(self._names.find(span)))
 
     def retrieve(self, query: str, draft: str = "", context: Sequence[str] = ()) -> list[Hit]:
         """The ``top_m`` relevant targets, best first, name matches first.
 
         Lexical matches (name, name part, key term) always count; an embedding match counts
-        when its cosine similarity reaches ``threshold``.
+        when its cosine similarity reaches ``threshold``. Once calibrated on neighbour questions, key-term
+        and embedding matches count only above ``relevance_threshold``.
         """
         best = self.scores(query, draft, context)
         ranked = sorted(((s, r, i) for i, (s, r) in best.items() if r != "embedding" or s >= self.threshold),

@@ -5,7 +5,11 @@ The model's weights never change. For every prompt:
 1. a **prompt classifier** (``eco_classifier``) decides from the last user message whether
    it touches a forget target: ``p(forget|x) > τ`` (τ fixed or split-conformal
    calibrated), or (option ``name_match``, on by default; not in the paper) the message
-   names a target;
+   names a target; with ``neighbour_budget`` (0.02 by default; not in the paper) τ is raised,
+   split-conformally on the reference detector's calibration neighbour questions (about the
+   targets' works, places and dates, not about the targets), so that the whole decision flags at
+   most that share of them; and (option ``other_names``, on by default; not in the paper) the
+   classifier alone does not flag a message that names someone who is not a target;
 2. unflagged prompts go to the bare model untouched (bit-for-bit its own scores and
    generations);
 3. flagged prompts run with a forward hook on the input embedding layer that corrupts
@@ -75,6 +79,15 @@ class ECOOptions:
     references: bool = option(True, "also flag any prompt that refers to a target without its name (its works, "
                                     "roles, places, dates: data/reference_detection; MiniLM with encoder=minilm or "
                                     "llm, exact facets only with encoder=hashing; not in the paper)")
+    neighbour_budget: float | None = option(
+        0.02, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
+              "them): the classifier's threshold is raised, split-conformally on the reference detector's "
+              "calibration neighbours, so that the classifier, the name match and the detector together flag at "
+              "most this share of them (name mentions always flag); none = the threshold alone, as before",
+        minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+    other_names: bool = option(True, "the classifier alone does not flag a prompt that names someone who is not a "
+                                     "target (a run of 2+ capitalised words with no target name in it); names and "
+                                     "references still flag (not in the paper)")
     llm_layer: float = option(0.5, "encoder=llm: relative depth of the pooled hidden states", minimum=0, maximum=1,
                               exclusive_minimum=True)
     max_negatives: int = option(2000, "retain prompts used as classifier negatives at most (seeded sample)",
@@ -182,7 +195,8 @@ class ECOGuard(Guard):
             return given
         from unlearnkit.data.reference_detection import ReferenceDetector, NoEncoder
 
-        return ReferenceDetector(NoEncoder() if self.options.encoder.lower() == "hashing" else None)
+        budget = {} if self.options.neighbour_budget is None else {"budget": self.options.neighbour_budget}
+        return ReferenceDetector(NoEncoder() if self.options.encoder.lower() == "hashing" else None, **budget)
 
     def _refresh_terms(self) -> None:
         self._entity_terms = TermFinder(target_terms(self.targets))
@@ -209,10 +223,36 @@ class ECOGuard(Guard):
                 groups = self.positive_groups()
                 negatives = list(self.negatives) + list(GENERIC_QUESTIONS) + self.swapped_negatives(groups)
                 stats = clf.fit(groups, negatives)
+                if self.options.neighbour_budget is not None:
+                    stats.update(self._calibrate_on_neighbours(clf))
+                    clf.stats = stats
             else:
                 stats = {"positives": 0, "note": "no targets: nothing is flagged"}
             self.classifier = clf
             return stats
+
+    def _calibrate_on_neighbours(self, clf: PromptClassifier) -> dict:
+        """Raise ``clf``'s threshold so that the whole decision (classifier, name match, detector) flags at
+        most ``neighbour_budget`` of the calibration neighbour questions (the detector's own, when it has
+        them; else built the same way from the targets' local profiles)."""
+        from unlearnkit.data.reference_detection import calibration_questions, joint_threshold
+        from unlearnkit.data.target_profile import build_profile
+
+        budget = self.options.neighbour_budget
+        caught_by = self.references.caught_neighbours() if self.references is not None else {}
+        questions = list(caught_by) or calibration_questions([build_profile(t) for t in self.targets])
+        caught = [caught_by.get(q, False) or (self.options.name_match and self._name_terms.found(q))
+                  for q in questions]
+        probs = clf.head.predict_proba(clf.embed(questions, cache=True))
+        if self.options.other_names:  # what classify() lets the classifier flag
+            probs = np.where([bool(self._names_someone_else(q)) for q in questions], -np.inf, probs)
+        tau = joint_threshold(probs, caught, budget)
+        before = float(clf.threshold)
+        clf.threshold = max(before, tau)
+        flagged = sum(bool(c) or p > clf.threshold for c, p in zip(caught, probs))
+        return {"neighbour_budget": budget, "neighbours": len(questions), "neighbour_threshold": tau,
+                "threshold_before_neighbours": before, "threshold": float(clf.threshold),
+                "neighbours_flagged": round(flagged / len(questions), 4) if questions else None}
 
     # -- classification ------------------------------------------------------------------
     def classify(self, prompts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,7 +267,15 @@ class ECOGuard(Guard):
             names = np.array([self._name_terms.found(t) for t in texts], dtype=bool)
         if self.references is not None:
             names |= np.array([bool(self.references.detect(t)) for t in texts], dtype=bool)
-        return (probs > clf.threshold) | names, probs, names
+        by_classifier = probs > clf.threshold
+        if self.options.other_names:
+            by_classifier &= ~np.array([bool(self._names_someone_else(t)) for t in texts], dtype=bool)
+        return by_classifier | names, probs, names
+
+    def _names_someone_else(self, text: str) -> list[str]:
+        from unlearnkit.methods.alu_retrieval import other_names
+
+        return other_names(text, self._name_terms.found)
 
     def flag(self, prompts) -> list[bool]:
         return [bool(f) for f in self.classify(prompts)[0]]
@@ -312,7 +360,11 @@ class ECOGuard(Guard):
 
     def describe(self) -> dict:
         o = self.options
+        stats = self.classifier.stats
+        neighbours = {k: stats[k] for k in ("neighbours", "neighbour_threshold", "threshold_before_neighbours",
+                                            "neighbours_flagged") if k in stats}
         return {**super().describe(), "encoder": o.encoder, "head": o.head, "threshold": self.classifier.threshold,
+                "neighbour_budget": o.neighbour_budget, "neighbour_calibration": neighbours,
                 "token_selection": o.token_selection, "corruption": o.corruption, "sigma": self.sigma}
 
     # -- persistence ---------------------------------------------------------------------
