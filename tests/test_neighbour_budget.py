@@ -94,7 +94,7 @@ def test_alu_guard_passes_the_option_to_its_index(tiny_lm):
     from unlearnkit.methods.alu import ALUGuard, ALUOptions
     from unlearnkit.methods.alu_retrieval import HashingEmbedder
 
-    g = ALUGuard(tiny_lm, TARGETS, ALUOptions(), embedder=HashingEmbedder())
+    g = ALUGuard(tiny_lm, TARGETS, ALUOptions(neighbour_budget=0.02), embedder=HashingEmbedder())
     idx = g._ensure_index()
     assert idx.neighbour_budget == 0.02 and idx.references.budget == 0.02
     assert g.describe()["neighbour_calibration"]["neighbours_retrieved"] <= 0.02
@@ -114,7 +114,7 @@ def Target_named(name):
 def test_the_option_reads_none_and_checks_its_range(method):
     assert build_method(method, {"neighbour_budget": "none"}).options.neighbour_budget is None
     assert build_method(method, {"neighbour_budget": "0.05"}).options.neighbour_budget == 0.05
-    assert build_method(method, {}).options.neighbour_budget == 0.02
+    assert build_method(method, {}).options.neighbour_budget is None  # the published method; the gateway sets it
     with pytest.raises(ConfigError, match="neighbour_budget"):
         build_method(method, {"neighbour_budget": "1.5"})
 
@@ -146,3 +146,21 @@ def test_eco_classifier_alone_does_not_flag_someone_else_by_name(tiny_lm):
     assert on.flag(about_others) == [False, False]
     assert on.flag(NAMED) == [True, True, True]  # a target's name still flags
     assert on.flag(["Who played Inspector Vale?"]) == [True]  # so does a reference (the detector)
+
+
+@pytest.mark.parametrize("kind", ["eco", "alu", "prompting"])
+def test_the_gateway_turns_the_calibrations_on_and_opt_still_wins(kind, tiny_lm):
+    """The gateway builds ECO and ALU with neighbour_budget 0.02 (ECO also other_names); a method's own defaults
+    stay the published ones; --opt overrides; a guard without the options gets none of them."""
+    from unlearnkit.service.guard_stack import GATEWAY_GUARD_DEFAULTS, GuardStack, gateway_options
+
+    served = gateway_options(kind, {})
+    declared = {"eco": {"neighbour_budget", "other_names"}, "alu": {"neighbour_budget"}, "prompting": set()}[kind]
+    assert served == {k: GATEWAY_GUARD_DEFAULTS[k] for k in declared}
+    assert gateway_options(kind, {"neighbour_budget": "none"})["neighbour_budget"] == "none"  # --opt wins
+    if kind != "prompting":
+        assert build_method(kind, served).options.neighbour_budget == 0.02
+        assert build_method(kind, {**served, "neighbour_budget": "none"}).options.neighbour_budget is None
+    if kind == "eco":
+        assert build_method(kind, served).options.other_names and not build_method(kind, {}).options.other_names
+    assert GuardStack(tiny_lm, kind, {"references": "false"}).options == served  # what the served stack builds

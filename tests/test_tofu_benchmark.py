@@ -398,3 +398,13 @@ def test_runs_recorded_with_negative_unset_sentinels_are_still_reused():
     assert not options_match({"layer": -1, "gamma": 1.0, "sigma_target": None}, current)
     assert not options_match({"layer": None, "gamma": 0.1}, current)  # an option missing from the record
     assert not options_match({"gamma": -0.5}, {"gamma": 0.5})  # only a none now can match an old sentinel
+    # an option added later matches a record without it only at the value that reproduces the recorded run
+    added = {"neighbour_budget": None}
+    assert options_match({"gamma": 0.5}, {"gamma": 0.5, "neighbour_budget": None}, added)
+    assert not options_match({"gamma": 0.5}, {"gamma": 0.5, "neighbour_budget": 0.02}, added)
+    assert not options_match({"gamma": 0.5}, {"gamma": 0.5, "neighbour_budget": None})  # not declared as added
+    from unlearnkit.methods.registry import build_method
+
+    for name in ("eco", "alu"):  # the published defaults are the recorded runs' behaviour
+        opts = build_method(name).options
+        assert all(getattr(opts, k) == v for k, v in type(opts).ADDED.items()), name

@@ -46,6 +46,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from unlearnkit.data.targets import Target, targets_from_records
 from unlearnkit.errors import ConfigError, DataError
@@ -66,6 +67,8 @@ INDEX_FILE = "alu_index.npz"
 
 @dataclass
 class ALUOptions:
+    ADDED: ClassVar[dict] = {"neighbour_budget": None}  # added after runs were recorded (see ECOOptions.ADDED)
+
     k: int = option(5, "K: sanitised candidate rewrites per leaking answer", minimum=1)
     j: int = option(3, "J: best-rated candidates kept for the composer (1 <= J <= K)", minimum=1)
     tau: float = option(4.0, "tau: minimum mean critic rating (1..5) of the J kept; below it the guard refuses",
@@ -80,8 +83,8 @@ class ALUOptions:
     references: bool = option(True, "retrieve targets a question refers to without naming them (works, roles, "
                                     "places, dates: data/reference_detection; exact facets only with embedder=hashing)")
     neighbour_budget: float | None = option(
-        0.02, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
-              "them): key-term and embedding retrieval count only above a threshold calibrated split-conformally "
+        None, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
+              "them; the gateway sets 0.02): key-term and embedding retrieval count only above a threshold calibrated split-conformally "
               "on the reference detector's calibration neighbours, so that retrieval as a whole (names, the "
               "detector included) sends at most this share of them to the audit; a key term the draft repeats "
               "from the question is not evidence (names always count); none = retrieval as before",

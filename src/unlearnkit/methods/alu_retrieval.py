@@ -26,7 +26,7 @@ Signals, per target (a score in [0, 1]; the highest wins):
   texts are dominated by the names, so people sharing a first name or surname with a target
   would look alike.
 
-With ``neighbour_budget`` (ALU's option, 0.02 by default) the signals that fire on questions *about* a
+With ``neighbour_budget`` (ALU's option; off by default, 0.02 behind the gateway) the signals that fire on questions *about* a
 target's works, places and dates as readily as on questions about the target (key fact terms, embeddings)
 count only above a relevance threshold calibrated split-conformally on the reference detector's calibration
 neighbour questions (``data/reference_detection.joint_threshold``: with the names and the detector, at most

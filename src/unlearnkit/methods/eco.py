@@ -5,11 +5,11 @@ The model's weights never change. For every prompt:
 1. a **prompt classifier** (``eco_classifier``) decides from the last user message whether
    it touches a forget target: ``p(forget|x) > τ`` (τ fixed or split-conformal
    calibrated), or (option ``name_match``, on by default; not in the paper) the message
-   names a target; with ``neighbour_budget`` (0.02 by default; not in the paper) τ is raised,
+   names a target; with ``neighbour_budget`` (off by default, 0.02 behind the gateway; not in the paper) τ is raised,
    split-conformally on the reference detector's calibration neighbour questions (about the
    targets' works, places and dates, not about the targets), so that the whole decision flags at
-   most that share of them; and (option ``other_names``, on by default; not in the paper) the
-   classifier alone does not flag a message that names someone who is not a target;
+   most that share of them; and (option ``other_names``, off by default, on behind the gateway; not in
+   the paper) the classifier alone does not flag a message that names someone who is not a target;
 2. unflagged prompts go to the bare model untouched (bit-for-bit its own scores and
    generations);
 3. flagged prompts run with a forward hook on the input embedding layer that corrupts
@@ -40,6 +40,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -62,6 +63,10 @@ STATE_FILE = "eco_state.json"
 
 @dataclass
 class ECOOptions:
+    # Options added after runs were recorded, with the value that reproduces those runs (workflows/tofu.py
+    # reuses a recorded run only when its options match; a missing option matches this value).
+    ADDED: ClassVar[dict] = {"neighbour_budget": None, "other_names": False}
+
     encoder: str = option("minilm", "prompt-classifier encoder: minilm (all-MiniLM-L6-v2), llm (the target model's "
                                     "mean-pooled hidden states) or hashing (lexical, no model)", choices=ENCODERS)
     head: str = option("logistic", "classifier head: logistic (class-balanced logistic regression) or mlp",
@@ -80,14 +85,14 @@ class ECOOptions:
                                     "roles, places, dates: data/reference_detection; MiniLM with encoder=minilm or "
                                     "llm, exact facets only with encoder=hashing; not in the paper)")
     neighbour_budget: float | None = option(
-        0.02, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
-              "them): the classifier's threshold is raised, split-conformally on the reference detector's "
+        None, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
+              "them; the gateway sets 0.02): the classifier's threshold is raised, split-conformally on the reference detector's "
               "calibration neighbours, so that the classifier, the name match and the detector together flag at "
               "most this share of them (name mentions always flag); none = the threshold alone, as before",
         minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
-    other_names: bool = option(True, "the classifier alone does not flag a prompt that names someone who is not a "
-                                     "target (a run of 2+ capitalised words with no target name in it); names and "
-                                     "references still flag (not in the paper)")
+    other_names: bool = option(False, "the classifier alone does not flag a prompt that names someone who is not a "
+                                      "target (a run of 2+ capitalised words with no target name in it); names and "
+                                      "references still flag (not in the paper; the gateway turns it on)")
     llm_layer: float = option(0.5, "encoder=llm: relative depth of the pooled hidden states", minimum=0, maximum=1,
                               exclusive_minimum=True)
     max_negatives: int = option(2000, "retain prompts used as classifier negatives at most (seeded sample)",

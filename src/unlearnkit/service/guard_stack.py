@@ -34,6 +34,10 @@ from unlearnkit.models.base import LanguageModel
 BUILTIN_GUARDS = ("prompting", "eco", "alu")  # named in the error when one is missing from this installation
 STACK_OPTIONS = ("references", "reference_budget", "profile_model")
 """Options of the prompt filter itself, taken out before the guard sees its options."""
+GATEWAY_GUARD_DEFAULTS = {"neighbour_budget": "0.02", "other_names": "true"}
+"""What the gateway turns on in the guards it builds, where the guard declares the option and ``--opt`` does
+not set it: the calibrations on the targets' neighbour questions (docs/indirect-references.md). A method's own
+defaults stay the published ones, so a benchmark row still means the paper's method."""
 log = logging.getLogger(__name__)
 
 
@@ -118,6 +122,14 @@ def resolve_guard_class(kind: str):
     return cls
 
 
+def gateway_options(kind: str, options: dict[str, str]) -> dict[str, str]:
+    """``options`` over ``GATEWAY_GUARD_DEFAULTS`` (only those the guard declares)."""
+    from dataclasses import fields
+
+    declared = {f.name for f in fields(resolve_guard_class(kind).Options)}
+    return {**{k: v for k, v in GATEWAY_GUARD_DEFAULTS.items() if k in declared}, **options}
+
+
 def build_guard(kind: str, base: LanguageModel, options: dict[str, str] | None = None,
                 targets: Sequence[Target] = ()) -> LanguageModel:
     """Construct the guard through the method registry: ``cls.guard_class(base, targets, options)``."""
@@ -153,6 +165,7 @@ class GuardStack:
                 self.pinned = set(upstream.target_names)
         else:
             cls = resolve_guard_class(kind)
+            self.options = gateway_options(kind, self.options)
             cls.from_strings(self.options)  # option errors now, not at the first request
             try:
                 self.guard = build_guard(kind, upstream, self.options)

@@ -113,11 +113,15 @@ def check_config(cfg: TofuBenchConfig) -> None:
             build_attack(name, **opts)  # an unknown attack or option fails now too
 
 
-def options_match(recorded: dict | None, current: dict | None) -> bool:
+def options_match(recorded: dict | None, current: dict | None, added: dict | None = None) -> bool:
     """Whether a run's recorded options are the ones asked for now. Runs recorded before options could be
     none wrote "unset" as a negative number (RMU's and BLUR's ``layer`` -1, ECO's ``sigma_target`` -1.0):
-    such a value matches none, so those finished runs are still reused."""
+    such a value matches none, so those finished runs are still reused. ``added``: options the method gained
+    after runs were recorded, with the value that reproduces them (``Options.ADDED``); a record without one
+    matches that value only."""
     recorded, current = dict(recorded or {}), dict(current or {})
+    for key, value in (added or {}).items():
+        recorded.setdefault(key, value)
     for key, value in current.items():
         old = recorded.get(key)
         if value is None and isinstance(old, (int, float)) and not isinstance(old, bool) and old < 0:
@@ -133,7 +137,8 @@ def _run(name: str, cand: dict, models: TofuModels, cfg: TofuBenchConfig, run_di
     if record_path.is_file():
         record = read_json(record_path)
         same_train = record.get("train") == json.loads(json.dumps(method.describe_training(train)))
-        same_options = options_match(record.get("options"), json.loads(json.dumps(method.describe().get("options"))))
+        same_options = options_match(record.get("options"), json.loads(json.dumps(method.describe().get("options"))),
+                                     getattr(type(method.options), "ADDED", None))
         saved = run_dir / method.saves_into
         if same_train and same_options and saved.exists():
             console.print(f"[dim]{name} {_label(cand)}: finished run reused ({run_dir})[/dim]")
