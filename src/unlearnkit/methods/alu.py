@@ -379,7 +379,9 @@ class ALUGuard(Guard):
     def describe(self) -> dict:
         out = super().describe()
         out.update(options={k: v for k, v in dataclasses.asdict(self.options).items()},
-                   embedder=self.index.embedder.name, neighbour_calibration=dict(self.index.neighbour_calibration))
+                   embedder=self.index.embedder.name)
+        if self.index.neighbour_calibration:
+            out["neighbour_calibration"] = dict(self.index.neighbour_calibration)
         return out
 
     def totals_json(self) -> dict:

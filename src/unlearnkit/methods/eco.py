@@ -368,9 +368,10 @@ class ECOGuard(Guard):
         stats = self.classifier.stats
         neighbours = {k: stats[k] for k in ("neighbours", "neighbour_threshold", "threshold_before_neighbours",
                                             "neighbours_flagged") if k in stats}
+        calibrated = {"neighbour_budget": o.neighbour_budget, "neighbour_calibration": neighbours} \
+            if o.neighbour_budget is not None else {}
         return {**super().describe(), "encoder": o.encoder, "head": o.head, "threshold": self.classifier.threshold,
-                "neighbour_budget": o.neighbour_budget, "neighbour_calibration": neighbours,
-                "token_selection": o.token_selection, "corruption": o.corruption, "sigma": self.sigma}
+                **calibrated, "token_selection": o.token_selection, "corruption": o.corruption, "sigma": self.sigma}
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path, base_spec: str) -> Path:

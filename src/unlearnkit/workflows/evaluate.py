@@ -36,11 +36,21 @@ def model_fingerprint(model) -> str:
             break
         options = getattr(inner, "options", None)
         targets = getattr(inner, "targets", None) or []
-        parts.append(json.dumps({"describe": inner.describe(),
-                                 "options": asdict(options) if is_dataclass(options) else None,
+        added = getattr(type(options), "ADDED", {})
+        described = _without_added(inner.describe(), added)
+        if isinstance(described.get("options"), dict):
+            described["options"] = _without_added(described["options"], added)
+        parts.append(json.dumps({"describe": described,
+                                 "options": _without_added(asdict(options), added) if is_dataclass(options) else None,
                                  "targets": sorted(str(getattr(t, "name", t)) for t in targets)},
                                 sort_keys=True, default=str))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _without_added(values: dict, added: dict) -> dict:
+    """``values`` less the options added after results were recorded that hold the value those results had
+    (``Options.ADDED``): the behaviour is the recorded one, so is the fingerprint."""
+    return {k: v for k, v in values.items() if not (k in added and v == added[k])}
 
 
 def questions_digest(task) -> str:
