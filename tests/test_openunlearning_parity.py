@@ -42,11 +42,9 @@ def test_metric_definitions_reproduce_openunlearning_from_its_inputs(ou):
 
 
 @pytest.mark.integration
-def test_labels_have_openunlearnings_length(ou):
+def test_labels_have_openunlearnings_length(ou, smollm2):
     """Extraction strength is k/(|labels| − 1) for an integer k: our label count is OpenUnlearning's."""
-    from unlearnkit.models import load_model
-
-    lm = load_model()
+    lm = smollm2
     for i, r in enumerate(_records("forget01_perturbed")):
         _, labels = lm.pair_ids(r["question"], r["answer"])
         es = ou["extraction_strength"]["value_by_index"][str(i)]["score"]
@@ -55,10 +53,8 @@ def test_labels_have_openunlearnings_length(ou):
 
 
 @pytest.mark.integration
-def test_rouge_reference_is_openunlearnings_ground_truth(ou):
-    from unlearnkit.models import load_model
-
-    lm = load_model()
+def test_rouge_reference_is_openunlearnings_ground_truth(ou, smollm2):
+    lm = smollm2
     for split, key in (("forget01_perturbed", "forget"), ("real_authors_perturbed", "ra"),
                        ("world_facts_perturbed", "wf")):
         for i, r in enumerate(_records(split)):
@@ -86,18 +82,17 @@ def _restricted(ou, n):
 
 
 @pytest.fixture(scope="module")
-def scored(ou):
+def scored(ou, smollm2):
     """Our forget01 evaluation of the embedded model, scoring only (no generation)."""
     import dataclasses
 
     from unlearnkit.data import load_task
     from unlearnkit.evaluation.tofu import EvalConfig, evaluate_tofu
-    from unlearnkit.models import load_model
 
     task = load_task(TOFU, forget="forget01")
     task = dataclasses.replace(task, retain_eval=task.retain_eval[:FIRST],
                                general_evals={k: v[:FIRST] for k, v in task.general_evals.items()})
-    return evaluate_tofu(load_model(), task, config=EvalConfig(generate=False))
+    return evaluate_tofu(smollm2, task, config=EvalConfig(generate=False))
 
 
 @pytest.mark.integration
@@ -123,13 +118,12 @@ def test_per_example_values_equal_openunlearnings(ou, scored):
 
 
 @pytest.mark.integration
-def test_forget_generations_equal_openunlearnings(ou):
+def test_forget_generations_equal_openunlearnings(ou, smollm2):
     """Greedy generations of the 40 forget questions at the default batch, and their ROUGE."""
     from unlearnkit.evaluation.rouge import rouge_l_recall
     from unlearnkit.evaluation.tofu import EvalConfig
-    from unlearnkit.models import load_model
 
-    lm = load_model()
+    lm = smollm2
     records = _records("forget01_perturbed")
     texts = lm.generate([r["question"] for r in records], max_new_tokens=200,
                         batch_size=EvalConfig.gen_batch_size)
