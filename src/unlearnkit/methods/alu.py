@@ -84,10 +84,11 @@ class ALUOptions:
                                     "places, dates: data/reference_detection; exact facets only with embedder=hashing)")
     neighbour_budget: float | None = option(
         None, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
-              "them; the gateway sets 0.02): key-term and embedding retrieval count only above a threshold calibrated split-conformally "
-              "on the reference detector's calibration neighbours, so that retrieval as a whole (names, the "
-              "detector included) sends at most this share of them to the audit; a key term the draft repeats "
-              "from the question is not evidence (names always count); none = retrieval as before",
+              "them; the gateway sets 0.02): key-term and embedding retrieval count only above a threshold "
+              "calibrated split-conformally on the reference detector's calibration neighbours, so that "
+              "retrieval as a whole (names, the detector included) sends at most this share of them to the "
+              "audit; a key term the draft repeats from the question is not evidence (names always count); "
+              "none = retrieval as before",
         minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
     name_hit_is_leak: bool = option(True, "an exact target name/alias in the question or draft is a direct leak "
                                            "without asking the audit judge")

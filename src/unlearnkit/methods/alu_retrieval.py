@@ -26,11 +26,11 @@ Signals, per target (a score in [0, 1]; the highest wins):
   texts are dominated by the names, so people sharing a first name or surname with a target
   would look alike.
 
-With ``neighbour_budget`` (ALU's option; off by default, 0.02 behind the gateway) the signals that fire on questions *about* a
-target's works, places and dates as readily as on questions about the target (key fact terms, embeddings)
-count only above a relevance threshold calibrated split-conformally on the reference detector's calibration
-neighbour questions (``data/reference_detection.joint_threshold``: with the names and the detector, at most
-that share of them retrieves a target), and a key term the draft only repeats from the question is not
+With ``neighbour_budget`` (ALU's option; off by default, 0.02 behind the gateway) the signals that fire on
+questions *about* a target's works, places and dates as readily as on questions about the target (key fact
+terms, embeddings) count only above a relevance threshold calibrated split-conformally on the reference
+detector's calibration neighbour questions (``data/reference_detection.joint_threshold``: with the names and
+the detector, at most that share of them retrieves a target), and a key term the draft only repeats from the question is not
 evidence; names, name parts and the calibrated detector always count.
 
 A target is relevant when a lexical signal matches or its embedding similarity reaches

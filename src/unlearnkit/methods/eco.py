@@ -86,9 +86,10 @@ class ECOOptions:
                                     "llm, exact facets only with encoder=hashing; not in the paper)")
     neighbour_budget: float | None = option(
         None, "false-refusal budget on neighbour questions (about the targets' works, places, dates; not about "
-              "them; the gateway sets 0.02): the classifier's threshold is raised, split-conformally on the reference detector's "
-              "calibration neighbours, so that the classifier, the name match and the detector together flag at "
-              "most this share of them (name mentions always flag); none = the threshold alone, as before",
+              "them; the gateway sets 0.02): the classifier's threshold is raised, split-conformally on the "
+              "reference detector's calibration neighbours, so that the classifier, the name match and the "
+              "detector together flag at most this share of them (name mentions always flag); none = the "
+              "threshold alone, as before",
         minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
     other_names: bool = option(False, "the classifier alone does not flag a prompt that names someone who is not a "
                                       "target (a run of 2+ capitalised words with no target name in it); names and "
