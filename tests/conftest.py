@@ -11,6 +11,15 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Under pytest-xdist (the README's ``-n 2``) each worker gets its share of the cores, so two workers on two
+# cores do not both spin two torch threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    os.environ.setdefault("MKL_NUM_THREADS", str(_share))
+    if "torch" in sys.modules:  # imported before this file (a plugin): set it there too
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 TOFU_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
 
 
