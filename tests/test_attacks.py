@@ -723,3 +723,48 @@ def test_relearning_a_guard_fine_tunes_the_weights_beneath_it_and_keeps_the_guar
     assert len(seen) == 4  # before and after, for both attacks: the guard answered every measurement
     assert res["after"]["answer_prob"] > res["before"]["answer_prob"]  # the relearned weights were beneath it
     assert all(torch.equal(a, b) for a, b in zip(before_weights, tiny_target.model.parameters()))
+
+
+def test_soft_prompt_on_a_guard_is_fitted_and_asked_through_what_the_guard_feeds(tiny_target, simple_task, monkeypatch):
+    """Through a guard that answers in one pass (ECO, prompting) the prefix is fitted on and put before the guard's
+    own prompt embeddings, and the answers before the attack are the guard's; the attack through the model beneath
+    is kept beside it. A guard without that one pass (an agent chain) is attacked through the model beneath."""
+    import torch
+
+    from unlearnkit.methods.eco import ECOGuard, ECOOptions
+    from unlearnkit.methods.prompting import PromptingGuard, PromptingOptions
+
+    subjects = sorted({r.subject for r in simple_task.forget})
+    eco = ECOGuard(tiny_target, subjects, ECOOptions(encoder="hashing", sigma_search=False, sigma=50.0),
+                   negatives=[r.question for r in simple_task.retain])
+    fed_calls: list = []
+    real_feed = ECOGuard.prompt_embeddings
+
+    def spy(self, prompts, chat=True):
+        fed_calls.append(list(prompts))
+        return real_feed(self, prompts, chat)
+
+    monkeypatch.setattr(ECOGuard, "prompt_embeddings", spy)
+    opts = {"soft_prompt": {"steps": 4, "lr": 5e-2}}
+    weights = [p.detach().clone() for p in tiny_target.model.parameters()]
+    out = run_attacks(eco, simple_task.forget, ["soft_prompt"], simple_task.retain, max_new_tokens=6,
+                      options=opts)["attacks"]["soft_prompt"]
+    bare = run_attacks(tiny_target, simple_task.forget, ["soft_prompt"], simple_task.retain, max_new_tokens=6,
+                       options=opts)["attacks"]["soft_prompt"]
+    assert out["through"] == "guard" and bare["through"] == "model"
+    # the figures through the model beneath are the bare model's own attack, value for value
+    assert {k: out["base"][k] for k in out["base"]} == {k: bare[k] for k in out["base"]}
+    held = [row["question"] for row in out["per_example"]]
+    assert fed_calls[-1] == held and len(fed_calls) == 2  # train half, then the held-out half
+    assert [row["generation_before"] for row in out["per_example"]] == eco.generate(held, max_new_tokens=6)
+    assert out["train_loss_last"] < out["train_loss_first"]
+    assert out["answer_prob_before"] != bare["answer_prob_before"]  # ECO corrupts what the base reads
+    assert all(torch.equal(a, b) for a, b in zip(weights, tiny_target.model.parameters()))
+
+    prompting = PromptingGuard(tiny_target, subjects, PromptingOptions())
+    assert run_attacks(prompting, simple_task.forget, ["soft_prompt"], options=opts,
+                       max_new_tokens=6)["attacks"]["soft_prompt"]["through"] == "guard"
+    monkeypatch.setattr(PromptingGuard, "prompt_embeddings", lambda self, prompts, chat=True: None)
+    chain = run_attacks(prompting, simple_task.forget, ["soft_prompt"], options=opts,
+                        max_new_tokens=6)["attacks"]["soft_prompt"]
+    assert chain["through"] == "base" and "one pass" in chain["why"] and chain["leak_rate"] == bare["leak_rate"]

@@ -399,3 +399,32 @@ def test_zeroth_order_search_reaches_the_target():
     assert all(e["next_sigma"] >= 0 for e in res.log[:-1])
     flat = zeroth_order_search(lambda s: 0.5, 0.3, sigma0=2.0, cfg=SigmaSearch(steps=10))
     assert not flat.reached and len(flat.log) == 1 and flat.sigma == 2.0  # zero gradient: stop
+
+
+def test_prompt_embeddings_are_what_the_guard_feeds_its_base(tiny_lm):
+    """The soft-prompt attack puts its prefix before ``prompt_embeddings``: they must equal, value for value, the
+    embeddings ECO's hook hands the first decoder layer (corrupted for a flagged prompt, untouched otherwise)."""
+    import torch
+
+    guard = make_guard(tiny_lm, sigma_search=False)
+    prompts = [FLAGGED[0], CLEAN[0]]
+    assert guard.flag(prompts) == [True, False]
+    seen = []
+
+    def capture(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if hidden.shape[1] > 1:  # prefill only
+            seen.append(hidden.detach().clone())
+
+    handle = tiny_lm.model.model.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        for p in prompts:  # one prompt a call: no padding in the captured rows
+            guard.generate([p], max_new_tokens=1, batch_size=1)
+    finally:
+        handle.remove()
+    fed = guard.prompt_embeddings(prompts)
+    assert [f.shape[0] for f in fed] == [s.shape[1] for s in seen]
+    for got, want in zip(fed, seen):
+        assert torch.equal(got, want[0])
+    plain = tiny_lm.model.get_input_embeddings()(torch.tensor(tiny_lm.prompt_ids(FLAGGED[0])))
+    assert not torch.equal(fed[0], plain)  # the flagged prompt is corrupted

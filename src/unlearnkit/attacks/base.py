@@ -94,6 +94,13 @@ class Attack:
     applies_to: ClassVar[str] = "any"  # "weights" | "guard" | "any"
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    # per model family ("weights", "guard", "other"), the revision of what this attack measures; a change that
+    # alters results for a family raises it there, so cached results of that family are measured again
+    revisions: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def revision(cls, family: str) -> int:
+        return cls.revisions.get(family, 1)
 
     @classmethod
     def from_context(cls, ctx: AttackContext, **options: Any) -> Attack:

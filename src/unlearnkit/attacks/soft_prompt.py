@@ -5,8 +5,18 @@ The forget set is split by the seed (as ``relearn_disjoint`` does). ``n_tokens``
 the embeddings of a neutral instruction, get ``steps`` Adam steps on the answer-only NLL of the train half, on
 minibatches of ``batch_size`` examples drawn in a seeded order (the model's weights are frozen and unchanged). The
 held-out half is answered greedily with and without the prefix: keyword leak and normalised answer probability
-before and after. Weight-backed models only; a guard is attacked through the model under it (its intervention
-acts on the prompt text, which this attack bypasses); an endpoint has no embeddings and is skipped.
+before and after. Weight-backed models only; an endpoint has no embeddings and is skipped.
+
+A guard cannot be differentiated through (its classifier decides, its agents pass text), so the prefix is learned
+by gradient on the model beneath it, twice:
+
+* **through the model beneath** (the attacker holds the weights and no guard applies): the ``base`` figures;
+* **through the guard**, where it answers in one pass of that model over the prompt (``Guard.prompt_embeddings``:
+  ECO's corrupted embeddings of a flagged prompt, prompting's system prompt): the prefix is fitted on, and put
+  before, exactly what the guard feeds its base, and the answers before the attack come from the guard. This is
+  the deployed system under an attacker who may send input embeddings, and it is the result's ``leak_rate``.
+  A guard whose answer is a chain of calls (ALU) or an endpoint has nothing to put the prefix before: its result
+  is the one through the model beneath (``through: base``, with ``why``).
 
 Cost: ``steps`` forward and backward passes of ``batch_size`` examples (the budget, recorded in the result;
 Schwinn et al. optimise a universal prefix the same way, by gradient steps on the target answers' likelihood),
@@ -29,6 +39,9 @@ from unlearnkit.models.base import weights_model
 from unlearnkit.options import check_values, option
 
 INIT_TEXT = "Answer the question with the exact facts you know."
+# what a guard's result keeps of the same attack through the model beneath it
+BASE_KEYS = ("leak_rate", "rouge_l_recall", "leak_rate_before", "answer_prob_before", "answer_prob_after",
+             "train_loss_first", "train_loss_last")
 
 
 @dataclass
@@ -45,6 +58,7 @@ class SoftPrompt(Attack):
     name = "soft_prompt"
     summary = "optimise a soft prefix of input embeddings on half the forget answers, ask the other half"
     Options = SoftPromptOptions
+    revisions = {"guard": 2}  # 2: a guard that answers in one pass is attacked through what it feeds its base
 
     def __init__(self, n_tokens: int = 8, steps: int = 20, lr: float = 1e-2, fraction: float = 0.5,
                  batch_size: int = 4):
@@ -100,12 +114,18 @@ class SoftPrompt(Attack):
         nll, keep = self._token_nll(module, inputs, mask, labels)
         return nll.sum() / keep.sum().clamp_min(1)
 
-    def _answer_prob(self, hf, module, embed, prefix, records, batch_size: int) -> float:
-        """Mean over records of exp(-mean answer-token NLL), in batches."""
+    def _answer_prob(self, hf, module, embed, prefix, records, batch_size: int, feeds=None) -> float:
+        """Mean over records of exp(-mean answer-token NLL), in batches (prompts as ``feeds`` when given)."""
         probs = []
         with torch.no_grad():
             for start in range(0, len(records), batch_size):
                 chunk = records[start:start + batch_size]
+                if feeds is not None:
+                    inputs, mask, labels = self._fed_batch(embed, prefix, feeds[start:start + batch_size],
+                                                           [_answer_ids(hf, r) for r in chunk])
+                    nll, keep = self._token_nll(module, inputs, mask, labels)
+                    probs += torch.exp(-nll.sum(1) / keep.sum(1).clamp_min(1)).tolist()
+                    continue
                 batch = hf.encode([r.question for r in chunk], [r.answer for r in chunk])
                 if prefix is None:
                     inputs, mask, labels = embed(batch["input_ids"]), batch["attention_mask"], batch["labels"]
@@ -116,27 +136,30 @@ class SoftPrompt(Attack):
         return sum(probs) / len(probs)
 
     @staticmethod
-    def _generate_with_prefix(hf, module, embed, prefix, records, max_new_tokens: int, batch_size: int
-                              ) -> list[str]:
-        """Greedy answers to ``records`` with ``prefix`` before each prompt: left-padded ``inputs_embeds``."""
+    def _generate_with_prefix(hf, module, embed, prefix, records, max_new_tokens: int, batch_size: int,
+                              feeds=None) -> list[str]:
+        """Greedy answers to ``records`` with ``prefix`` before each prompt: left-padded ``inputs_embeds``. The
+        prompts are embedded by ``embed``, or given as ``feeds`` (one embedding matrix per record: a guard's)."""
         out = []
         dev = embed.weight.device
         pad = hf.tokenizer.pad_token_id
         eos = set(hf.eos_ids)
         with torch.no_grad():
+            pad_row = embed(torch.tensor([pad], device=dev))[0]
             for start in range(0, len(records), batch_size):
-                ids = [hf.prompt_ids(r.question) for r in records[start:start + batch_size]]
-                width = max(map(len, ids))
-                tokens = torch.full((len(ids), width), pad, dtype=torch.long, device=dev)
-                mask = torch.zeros((len(ids), prefix.shape[0] + width), dtype=torch.long, device=dev)
-                for j, row in enumerate(ids):  # left padding: [pad … pad][prefix][prompt]
-                    tokens[j, width - len(row):] = torch.tensor(row, device=dev)
-                    mask[j, width - len(row):] = 1
-                emb = embed(tokens)
+                if feeds is None:
+                    prompts = [embed(torch.tensor(hf.prompt_ids(r.question), device=dev))
+                               for r in records[start:start + batch_size]]
+                else:
+                    prompts = [f.to(dev) for f in feeds[start:start + batch_size]]
+                width = max(len(p) for p in prompts)
+                mask = torch.zeros((len(prompts), prefix.shape[0] + width), dtype=torch.long, device=dev)
                 rows = []
-                for j, row in enumerate(ids):
-                    lead = width - len(row)
-                    rows.append(torch.cat([emb[j, :lead], prefix.to(emb.dtype), emb[j, lead:]], dim=0))
+                for j, prompt in enumerate(prompts):  # left padding: [pad … pad][prefix][prompt]
+                    lead = width - len(prompt)
+                    mask[j, lead:] = 1
+                    rows.append(torch.cat([pad_row.to(prompt.dtype).expand(lead, -1), prefix.to(prompt.dtype),
+                                           prompt], dim=0))
                 inputs = torch.stack(rows)
                 new = module.generate(inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad,
@@ -146,16 +169,55 @@ class SoftPrompt(Attack):
                     out.append(hf.decode_generation(row[:cut]))
         return out
 
+    @staticmethod
+    def _fed_batch(embed, prefix, feeds, label_ids):
+        """Right-padded rows [prefix][fed prompt][answer]: (inputs_embeds, attention mask, labels on the answer)."""
+        dev = embed.weight.device
+        n = 0 if prefix is None else prefix.shape[0]
+        rows, labels = [], []
+        for feed, answer in zip(feeds, label_ids, strict=True):
+            answer_emb = embed(torch.tensor(answer, dtype=torch.long, device=dev))
+            parts = ([] if prefix is None else [prefix.to(answer_emb.dtype)]) + [feed.to(dev), answer_emb]
+            rows.append(torch.cat(parts, dim=0))
+            labels.append([-100] * (n + len(feed)) + list(answer))
+        width = max(len(r) for r in rows)
+        inputs = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=rows[0].dtype, device=dev)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
+        target = torch.full((len(rows), width), -100, dtype=torch.long, device=dev)
+        for j, (row, lab) in enumerate(zip(rows, labels)):
+            inputs[j, :len(row)] = row
+            mask[j, :len(row)] = 1
+            target[j, :len(lab)] = torch.tensor(lab, dtype=torch.long, device=dev)
+        return inputs, mask, target
+
     def run(self, model, records, ctx):
         hf = weights_model(model)
         module = getattr(hf, "model", None)
         if not isinstance(module, torch.nn.Module) or not hasattr(hf, "encode"):
             raise AttackSkipped(f"{model.name} has no local weights: a soft prompt needs input embeddings")
         train, held = split_forget(records, self.fraction, ctx.seed)
+        base = self._attack(hf, module, train, held, ctx)
+        if model is hf:
+            return {**base, "through": "model"}
+        feed = getattr(model, "prompt_embeddings", None)
+        train_feeds = feed([r.question for r in train]) if feed is not None else None
+        if train_feeds is None:
+            return {**base, "through": "base",
+                    "why": f"{model.name} does not answer in one pass of a local model over the prompt, so an "
+                           "embedding prefix cannot be put before what it feeds: attacked through the model beneath"}
+        feeds = (train_feeds, feed([r.question for r in held]))
+        guarded = self._attack(hf, module, train, held, ctx, feeds=feeds, answer=model)
+        return {**guarded, "through": "guard", "base": {k: base[k] for k in BASE_KEYS}}
+
+    def _attack(self, hf, module, train, held, ctx, feeds=None, answer=None) -> dict:
+        """Fit the prefix on ``train``, ask ``held``. ``feeds``: (train, held) prompt embeddings as a guard feeds its
+        base (the prefix goes before them; the answers before the attack come from ``answer``, the guard)."""
         embed = module.get_input_embeddings()
         torch.manual_seed(ctx.seed)
         rng = random.Random(f"soft_prompt:{ctx.seed}")
         prefix = torch.nn.Parameter(self._init_prefix(hf, embed))
+        train_feeds = None if feeds is None else dict(zip(map(id, train), feeds[0], strict=True))
+        held_feeds = None if feeds is None else feeds[1]
         flags = [p.requires_grad for p in module.parameters()]
         was_training = module.training
         losses = []
@@ -169,18 +231,24 @@ class SoftPrompt(Attack):
                 if len(order) < self.batch_size:  # a fresh shuffled pass over the train half when one runs out
                     order += rng.sample(train, len(train))
                 mini, order = order[:self.batch_size], order[self.batch_size:]
-                batch = hf.encode([r.question for r in mini], [r.answer for r in mini])
                 opt.zero_grad()
-                loss = self._mean_nll(module, *self._with_prefix(embed, prefix, batch))
+                if train_feeds is None:
+                    batch = hf.encode([r.question for r in mini], [r.answer for r in mini])
+                    inputs = self._with_prefix(embed, prefix, batch)
+                else:
+                    inputs = self._fed_batch(embed, prefix, [train_feeds[id(r)] for r in mini],
+                                             [_answer_ids(hf, r) for r in mini])
+                loss = self._mean_nll(module, *inputs)
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
             learned = prefix.detach()
-            before = hf.generate([r.question for r in held], max_new_tokens=ctx.max_new_tokens,
-                                 batch_size=ctx.batch_size)
-            after = self._generate_with_prefix(hf, module, embed, learned, held, ctx.max_new_tokens, ctx.batch_size)
-            prob_before = self._answer_prob(hf, module, embed, None, held, ctx.batch_size)
-            prob_after = self._answer_prob(hf, module, embed, learned, held, ctx.batch_size)
+            before = (answer or hf).generate([r.question for r in held], max_new_tokens=ctx.max_new_tokens,
+                                             batch_size=ctx.batch_size)
+            after = self._generate_with_prefix(hf, module, embed, learned, held, ctx.max_new_tokens, ctx.batch_size,
+                                               feeds=held_feeds)
+            prob_before = self._answer_prob(hf, module, embed, None, held, ctx.batch_size, feeds=held_feeds)
+            prob_after = self._answer_prob(hf, module, embed, learned, held, ctx.batch_size, feeds=held_feeds)
         finally:
             for p, flag in zip(module.parameters(), flags):
                 p.requires_grad_(flag)
@@ -193,3 +261,8 @@ class SoftPrompt(Attack):
                 "leak_rate_before": scored_before["leak_rate"], "answer_prob_before": prob_before,
                 "answer_prob_after": prob_after, "train_loss_first": losses[0], "train_loss_last": losses[-1],
                 "per_example": per_example}
+
+
+def _answer_ids(hf, record: QARecord) -> list[int]:
+    """The answer's label ids as the model is scored on them after the prompt."""
+    return list(hf.pair_ids(record.question, record.answer)[1])

@@ -312,6 +312,18 @@ class ECOGuard(Guard):
         with self.corruptor(prompts, chat, sigma):
             return self.base.generate(list(prompts), chat=chat, **kwargs)
 
+    def prompt_embeddings(self, prompts, chat: bool = True):
+        """Each prompt's input embeddings as this guard feeds its base: flagged prompts corrupted exactly as the
+        hook corrupts them, the rest as they are (None over an endpoint, which has no embeddings)."""
+        if not _is_hf(self.base):
+            return None
+        prompts = list(prompts)
+        flags = self.classify(prompts)[0]
+        corruptor = self.corruptor(prompts, chat)
+        corruptor.plans = [plan if flagged else dataclasses.replace(plan, positions=[])
+                           for plan, flagged in zip(corruptor.plans, flags)]
+        return [corruptor.embedded(i) for i in range(len(prompts))]
+
     # -- interface -----------------------------------------------------------------------
     def _split(self, prompts):
         flags, probs, _ = self.classify(prompts)

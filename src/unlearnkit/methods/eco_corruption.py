@@ -182,6 +182,24 @@ class EmbeddingCorruptor:
         self._observer = None
         self.corrupted_rows = 0  # rows changed on prefill (for tests and accounting)
 
+    def _corrupt(self, rows: torch.Tensor, plan: PromptPlan) -> torch.Tensor:
+        """``rows`` (the embeddings at the plan's first ``len(rows)`` positions) corrupted with the plan's noise."""
+        z = plan.z[: rows.shape[0]].to(device=rows.device)
+        return self.fn(rows, z, sigma=self.sigma, n=self.n, k=self.k).to(rows.dtype)
+
+    def embedded(self, i: int) -> torch.Tensor:
+        """The i-th prompt's input embeddings as the hook leaves them on prefill (its positions corrupted), for
+        callers that feed the model ``inputs_embeds`` themselves (the soft-prompt attack through a guard)."""
+        plan = self.plans[i]
+        embed = self.lm.model.get_input_embeddings()
+        with torch.no_grad():
+            x = embed(torch.tensor(plan.ids, dtype=torch.long, device=embed.weight.device))
+            pos = torch.tensor([p for p in plan.positions if p < len(plan.ids)], dtype=torch.long, device=x.device)
+            if pos.numel():
+                x = x.clone()
+                x[pos] = self._corrupt(x.index_select(0, pos), plan)
+        return x
+
     def _observe(self, info: dict) -> None:
         self._info = info
 
@@ -205,9 +223,7 @@ class EmbeddingCorruptor:
             if not changed:
                 out = output.clone()
                 changed = True
-            rows = out[row].index_select(0, pos)
-            z = plan.z[: pos.numel()].to(device=output.device)
-            out[row, pos] = self.fn(rows, z, sigma=self.sigma, n=self.n, k=self.k).to(out.dtype)
+            out[row, pos] = self._corrupt(out[row].index_select(0, pos), plan)
             self.corrupted_rows += 1
         self._info = None  # one announced batch, one prefill
         return out if changed else None

@@ -37,6 +37,12 @@ class Guard(LanguageModel):
         the gateway checks the context length against it."""
         return prompt
 
+    def prompt_embeddings(self, prompts, chat: bool = True):
+        """Each prompt's input embeddings as the guard feeds them to its base in one pass, for attacks that work in
+        embedding space (a soft prefix goes before them). None where the guard's answer is not one pass of a local
+        model over the prompt (an agent chain, an endpoint): such a guard is attacked through the model beneath."""
+        return None
+
     @property
     def target_names(self) -> list[str]:
         return [t.name for t in self.targets]

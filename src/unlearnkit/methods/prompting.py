@@ -41,6 +41,17 @@ class PromptingGuard(Guard):
     def seen_prompt(self, prompt, chat: bool = True):
         return self._with_system([prompt], chat)[0]
 
+    def prompt_embeddings(self, prompts, chat: bool = True):
+        import torch
+
+        base = self.base
+        if not hasattr(base, "prompt_ids") or not isinstance(getattr(base, "model", None), torch.nn.Module):
+            return None  # an endpoint beneath: no embeddings
+        embed = base.model.get_input_embeddings()
+        with torch.no_grad():
+            return [embed(torch.tensor(base.prompt_ids(p, chat), dtype=torch.long, device=embed.weight.device))
+                    for p in self._with_system(list(prompts), chat)]
+
     def score(self, prompts, answers, *, chat=True, batch_size=16, progress=None):
         return self.base.score(self._with_system(prompts, chat), answers, chat=chat, batch_size=batch_size,
                                progress=progress)
