@@ -408,3 +408,66 @@ def test_runs_recorded_with_negative_unset_sentinels_are_still_reused():
     for name in ("eco", "alu"):  # the published defaults are the recorded runs' behaviour
         opts = build_method(name).options
         assert all(getattr(opts, k) == v for k, v in type(opts).ADDED.items()), name
+
+
+def test_attack_stage_resumes_at_the_next_attack_and_remeasures_only_what_a_revision_changes(tmp_path, monkeypatch):
+    """Each attack's result is kept as it finishes: a stage stopped in the middle of a model's suite reuses the
+    attacks already done. Raising an attack's revision for guards measures that attack again on the guard only; an
+    assembled file written before revisions existed counts as revision 1."""
+    from unlearnkit.attacks.format_shift import FormatShift
+    from unlearnkit.attacks.soft_prompt import SoftPrompt
+    from unlearnkit.attacks.templates import RolePlay
+    from unlearnkit.workflows.tofu import run_tofu_benchmark
+
+    data = write_mini_tofu(tmp_path / "tofu")
+    out = tmp_path / "out"
+    cfg = replace(_tiny_cfg(data), attacks=("role_play", "format_shift", "soft_prompt"), attack_max_new_tokens=4,
+                  attack_options={"soft_prompt": {"steps": 2}})
+    ran: list[tuple[str, str]] = []
+    real = {cls: cls.run for cls in (RolePlay, FormatShift, SoftPrompt)}
+
+    def counting(cls):
+        def run(self, model, records, ctx):
+            ran.append((cls.name, model.name))
+            return real[cls](self, model, records, ctx)
+        return run
+
+    for cls in real:
+        monkeypatch.setattr(cls, "run", counting(cls))
+
+    def stop(self, model, records, ctx):
+        raise KeyboardInterrupt  # the machine stops in the middle of the target's suite
+
+    monkeypatch.setattr(FormatShift, "run", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_tofu_benchmark(cfg, out)
+    assert ran == [("role_play", ran[0][1])] and (out / "attacks" / "target" / "role_play.json").is_file()
+    assert not (out / "attacks" / "target.json").exists()
+
+    monkeypatch.setattr(FormatShift, "run", counting(FormatShift))
+    ran.clear()
+    first = run_tofu_benchmark(cfg, out)
+    assert [a for a, _ in ran].count("role_play") == 2  # grad_ascent and prompting, not the target again
+    assert [a for a, _ in ran].count("format_shift") == 3 and [a for a, _ in ran].count("soft_prompt") == 3
+
+    ran.clear()
+    monkeypatch.setattr(SoftPrompt, "revisions", {"guard": 99})
+    again = run_tofu_benchmark(cfg, out)
+    assert len(ran) == 1 and ran[0][0] == "soft_prompt" and ran[0][1].startswith("prompting")
+    assert again["attacks"]["models"]["target"] == first["attacks"]["models"]["target"]
+
+    # an assembled file from before revisions (its key has none) is revision 1: reused where that is current
+    monkeypatch.setattr(SoftPrompt, "revisions", {})
+    for name in ("target", "grad_ascent", "prompting"):
+        path = out / "attacks" / f"{name}.json"
+        rec = json.loads(path.read_text())
+        rec["key"].pop("revisions")
+        path.write_text(json.dumps(rec))
+        for piece in (out / "attacks" / name).glob("*.json"):
+            piece.unlink()
+    ran.clear()
+    run_tofu_benchmark(cfg, out)
+    assert ran == []  # every attack is at revision 1 for every family: all reused
+    monkeypatch.setattr(SoftPrompt, "revisions", {"guard": 2})
+    run_tofu_benchmark(cfg, out)
+    assert len(ran) == 1 and ran[0][0] == "soft_prompt" and ran[0][1].startswith("prompting")

@@ -27,6 +27,7 @@ from unlearnkit.io import read_json, write_json_atomic
 from unlearnkit.models.loading import load_model
 
 ATTACK_OPTIONS: dict[str, dict[str, Any]] = {"many_shot": {"max_shots": 16}}
+MODEL_FIELDS = ("kind", "method", "model", "family", "seed", "n_records", "max_new_tokens")
 SUITE_GOAL_SECONDS = 600.0  # the whole suite on one model, on two CPU cores, SmolLM2-135M, TOFU forget01
 
 
@@ -39,14 +40,17 @@ def attack_options(extra: dict[str, dict[str, Any]] | None = None) -> dict[str, 
 
 
 def attack_one(model, task, names, options: dict, *, seed: int, max_new_tokens: int, batch_size: int,
-               work_dir: Path, method: str, console: Console | None = None) -> dict:
-    """``run_attacks`` on the forget questions of the evaluation split, printing each attack's time."""
+               work_dir: Path, method: str, console: Console | None = None, on_result=None) -> dict:
+    """``run_attacks`` on the forget questions of the evaluation split, printing each attack's time;
+    ``on_result(name, result)`` sees each attack as it finishes."""
     from unlearnkit.attacks import run_attacks
 
     def show(name: str, res: dict) -> None:
         if console is not None:
             what = f"skipped: {res.get('reason')}" if res.get("skipped") else f"leak {res.get('leak_rate'):.3f}"
             console.print(f"  {method:<12} {name:<18} {res['seconds']:7.1f} s  {what}")
+        if on_result is not None:
+            on_result(name, res)
 
     t0 = time.perf_counter()
     result = run_attacks(model, task.forget_eval, list(names), task.retain, seed=seed, max_new_tokens=max_new_tokens,
@@ -56,35 +60,93 @@ def attack_one(model, task, names, options: dict, *, seed: int, max_new_tokens: 
     return result
 
 
+def attack_key(name: str, options: dict, *, seed: int, max_new_tokens: int, batch_size: int, family: str) -> dict:
+    """What one attack's cached result on one model must have been measured with to be reused."""
+    from unlearnkit.attacks import get_attack_class
+
+    return {"attack": name, "options": options.get(name, {}), "seed": seed, "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size, "revision": get_attack_class(name).revision(family)}
+
+
+def cached_attacks(attack_dir: Path, name: str, run: str, keys: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
+    """``{attack: (model fields, result)}`` of the attacks in ``keys`` already measured on this run with the same key:
+    one file per attack in ``attack_dir/<name>/``, or the model's assembled ``attack_dir/<name>.json`` (which
+    records the options, budgets and revisions it was measured with)."""
+    found: dict[str, tuple[dict, dict]] = {}
+    assembled = attack_dir / f"{name}.json"
+    if assembled.is_file():
+        rec = read_json(assembled)
+        key = rec.get("key") or {}
+        if rec.get("run") == run:
+            fields = {f: rec[f] for f in MODEL_FIELDS if f in rec}
+            for attack, res in (rec.get("attacks") or {}).items():
+                if attack not in keys:
+                    continue
+                was = {"attack": attack, "options": (key.get("options") or {}).get(attack, {}), "seed": rec.get("seed"),
+                       "max_new_tokens": key.get("max_new_tokens"), "batch_size": key.get("batch_size"),
+                       "revision": (key.get("revisions") or {}).get(attack, 1)}
+                if was == keys[attack]:
+                    found[attack] = (fields, res)
+    for attack, want in keys.items():
+        path = attack_dir / name / f"{attack}.json"
+        if attack not in found and path.is_file():
+            rec = read_json(path)
+            if rec.get("key") == want and rec.get("run") == run:
+                found[attack] = (rec["model"], rec["result"])
+    return found
+
+
 def run_benchmark_attacks(cfg, models, records: dict, out_dir: Path, console: Console) -> dict[str, dict]:
-    """Every attack on the target and each chosen model; cached per model in ``out_dir/attacks/<name>.json``
-    (reused when the attacks, their options, the token and batch budgets and the model's run are the same)."""
+    """Every attack on the target and each chosen model. Each attack's result is cached as it finishes
+    (``out_dir/attacks/<name>/<attack>.json``), so a stopped stage resumes at the next attack; the model's results are
+    assembled in ``out_dir/attacks/<name>.json``. A result is reused when the attack, its options, the seed, the token
+    and batch budgets, its revision for the model's family, and the model's run are the same."""
+    from unlearnkit.attacks.base import model_family
+    from unlearnkit.models.loading import GUARD_FILE
+
     task = models.bench.task
     options = attack_options(cfg.attack_options)
     batch = cfg.attack_batch_size or cfg.setup.eval.gen_batch_size
-    key = {"attacks": list(cfg.attacks), "max_new_tokens": cfg.attack_max_new_tokens, "options": options,
-           "batch_size": batch}
+    seed = cfg.unlearn.seed
+    attack_dir = out_dir / "attacks"
     out = {}
     for name in ("target", *records):
         run = records[name]["chosen"]["run_dir"] if name in records else "target"
-        path = out_dir / "attacks" / f"{name}.json"
-        if path.is_file():
-            cached = read_json(path)
-            if cached.get("key") == key and cached.get("run") == run:
-                console.print(f"[dim]attacks {name}: cached ({path})[/dim]")
-                out[name] = cached
-                continue
-        model = models.target if name == "target" else load_model(run)
-        console.print(f"[bold]attacks[/bold] {name}: {', '.join(cfg.attacks)}")
-        result = attack_one(model, task, cfg.attacks, options, seed=cfg.unlearn.seed,
-                            max_new_tokens=cfg.attack_max_new_tokens, batch_size=batch,
-                            work_dir=models.cache / "attack_work", method=name, console=console)
-        result.update({"key": key, "run": run})
-        write_json_atomic(path, result)
+        family = "guard" if name in records and (Path(run) / GUARD_FILE).is_file() else "weights"
+        keys = {a: attack_key(a, options, seed=seed, max_new_tokens=cfg.attack_max_new_tokens, batch_size=batch,
+                              family=family) for a in cfg.attacks}
+        found = cached_attacks(attack_dir, name, run, keys)
+        missing = [a for a in cfg.attacks if a not in found]
+        fields = next(iter(found.values()))[0] if found else {}
+        if not missing:
+            console.print(f"[dim]attacks {name}: cached ({attack_dir / name})[/dim]")
+        else:
+            model = models.target if name == "target" else load_model(run)
+            fields = {"kind": "attacks", "method": name, "model": model.describe(), "family": model_family(model),
+                      "seed": seed, "n_records": len(task.forget_eval), "max_new_tokens": cfg.attack_max_new_tokens}
+            cached = f" ({len(found)} cached)" if found else ""
+            console.print(f"[bold]attacks[/bold] {name}: {', '.join(missing)}{cached}")
+
+            def keep(attack: str, res: dict, name=name, run=run, keys=keys, fields=fields) -> None:
+                write_json_atomic(attack_dir / name / f"{attack}.json",
+                                  {"key": keys[attack], "run": run, "model": fields, "result": res})
+                found[attack] = (fields, res)
+
+            attack_one(model, task, missing, options, seed=seed, max_new_tokens=cfg.attack_max_new_tokens,
+                       batch_size=batch, work_dir=models.cache / "attack_work", method=name, console=console,
+                       on_result=keep)
+            if name != "target":
+                del model
+                gc.collect()
+        results = {a: found[a][1] for a in cfg.attacks}
+        result = {**fields, "attacks": results,
+                  "seconds": sum(r.get("seconds") or 0.0 for r in results.values()),
+                  "key": {"attacks": list(cfg.attacks), "max_new_tokens": cfg.attack_max_new_tokens,
+                          "options": options, "batch_size": batch,
+                          "revisions": {a: k["revision"] for a, k in keys.items()}},
+                  "run": run}
+        write_json_atomic(attack_dir / f"{name}.json", result)
         out[name] = result
-        if name != "target":
-            del model
-            gc.collect()
     return out
 
 
