@@ -156,7 +156,7 @@ class GRIN(WeightEditingMethod):
             if snap is None:
                 continue
             idx = self._on_device(i, p)
-            flat = p.data.view(-1)
-            kept = flat[idx]
-            p.data.copy_(self._snapshot[i])
+            flat = p.view(-1)  # through the parameter (not .data): its version counter moves, so caches of
+            kept = flat[idx]    # the weights keyed on it (packed weights, prefix cache) see the restore
+            p.copy_(self._snapshot[i])
             flat[idx] = kept
