@@ -123,14 +123,12 @@ class SoftPrompt(Attack):
                 if feeds is not None:
                     inputs, mask, labels = self._fed_batch(embed, prefix, feeds[start:start + batch_size],
                                                            [_answer_ids(hf, r) for r in chunk])
-                    nll, keep = self._token_nll(module, inputs, mask, labels)
-                    probs += torch.exp(-nll.sum(1) / keep.sum(1).clamp_min(1)).tolist()
-                    continue
-                batch = hf.encode([r.question for r in chunk], [r.answer for r in chunk])
-                if prefix is None:
-                    inputs, mask, labels = embed(batch["input_ids"]), batch["attention_mask"], batch["labels"]
                 else:
-                    inputs, mask, labels = self._with_prefix(embed, prefix, batch)
+                    batch = hf.encode([r.question for r in chunk], [r.answer for r in chunk])
+                    if prefix is None:
+                        inputs, mask, labels = embed(batch["input_ids"]), batch["attention_mask"], batch["labels"]
+                    else:
+                        inputs, mask, labels = self._with_prefix(embed, prefix, batch)
                 nll, keep = self._token_nll(module, inputs, mask, labels)
                 probs += torch.exp(-nll.sum(1) / keep.sum(1).clamp_min(1)).tolist()
         return sum(probs) / len(probs)

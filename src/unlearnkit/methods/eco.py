@@ -320,9 +320,7 @@ class ECOGuard(Guard):
         prompts = list(prompts)
         flags = self.classify(prompts)[0]
         corruptor = self.corruptor(prompts, chat)
-        corruptor.plans = [plan if flagged else dataclasses.replace(plan, positions=[])
-                           for plan, flagged in zip(corruptor.plans, flags)]
-        return [corruptor.embedded(i) for i in range(len(prompts))]
+        return [corruptor.embedded(i, corrupt=bool(flagged)) for i, flagged in enumerate(flags)]
 
     # -- interface -----------------------------------------------------------------------
     def _split(self, prompts):

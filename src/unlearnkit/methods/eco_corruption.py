@@ -187,15 +187,16 @@ class EmbeddingCorruptor:
         z = plan.z[: rows.shape[0]].to(device=rows.device)
         return self.fn(rows, z, sigma=self.sigma, n=self.n, k=self.k).to(rows.dtype)
 
-    def embedded(self, i: int) -> torch.Tensor:
-        """The i-th prompt's input embeddings as the hook leaves them on prefill (its positions corrupted), for
-        callers that feed the model ``inputs_embeds`` themselves (the soft-prompt attack through a guard)."""
+    def embedded(self, i: int, corrupt: bool = True) -> torch.Tensor:
+        """The i-th prompt's input embeddings as the hook leaves them on prefill (its positions corrupted, unless
+        ``corrupt`` is false), for callers that feed the model ``inputs_embeds`` themselves (the soft-prompt
+        attack through a guard)."""
         plan = self.plans[i]
         embed = self.lm.model.get_input_embeddings()
         with torch.no_grad():
             x = embed(torch.tensor(plan.ids, dtype=torch.long, device=embed.weight.device))
             pos = torch.tensor([p for p in plan.positions if p < len(plan.ids)], dtype=torch.long, device=x.device)
-            if pos.numel():
+            if corrupt and pos.numel():
                 x = x.clone()
                 x[pos] = self._corrupt(x.index_select(0, pos), plan)
         return x
