@@ -144,7 +144,8 @@ def _tiny_cfg(data: Path, methods=("grad_ascent", "prompting")):
                       final_retain=6, final_general=3)
     sweep = {"grad_ascent": ({"lr": 1e-4}, {"lr": 1e-3}), "prompting": ({},)}
     return TofuBenchConfig(setup=setup, methods=methods, sweep=sweep,
-                           unlearn=TrainConfig(lr=1e-4, max_steps=2, batch_size=4, warmup_ratio=0.0), evidence=2)
+                           unlearn=TrainConfig(lr=1e-4, max_steps=2, batch_size=4, warmup_ratio=0.0), evidence=2,
+                           jobs=1)
 
 
 def test_whole_benchmark_on_the_tiny_model(tmp_path):
@@ -195,6 +196,44 @@ def test_benchmark_is_deterministic(tmp_path, monkeypatch):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_jobs_side_by_side_give_the_numbers_of_one_process(tmp_path, monkeypatch):
+    """Two worker processes (fine-tunes, sweep runs, evaluations side by side) against everything in this
+    process at the same thread count, from scratch each: the same choices, weights and metrics."""
+    import torch
+
+    from unlearnkit.models.loading import load_model
+    from unlearnkit.workflows.tofu import run_tofu_benchmark
+
+    data = write_mini_tofu(tmp_path / "tofu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summaries, weights = [], []
+        for jobs in (1, 2):
+            monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / f"cache{jobs}"))
+            cfg = replace(_tiny_cfg(data, methods=("grad_ascent", "prompting")), jobs=jobs, threads=1)
+            summaries.append(run_tofu_benchmark(cfg, tmp_path / f"out{jobs}"))
+            chosen = Path(summaries[-1]["methods"]["grad_ascent"]["chosen"]["run_dir"]) / "model"
+            weights.append(load_model(chosen).model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    one, two = summaries
+    assert two["jobs"] == {"processes": 2, "threads_per_job": 1} and one["jobs"]["processes"] == 1
+    assert one["results"].keys() == two["results"].keys()
+    for name in one["results"]:
+        assert ({k: v for k, v in one["results"][name].items() if k != "seconds"}
+                == {k: v for k, v in two["results"][name].items() if k != "seconds"}), name
+    assert [r["setting"] for r in one["methods"]["grad_ascent"]["runs"]] == \
+        [r["setting"] for r in two["methods"]["grad_ascent"]["runs"]]
+    assert one["methods"]["grad_ascent"]["chosen"]["setting"] == two["methods"]["grad_ascent"]["chosen"]["setting"]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    phases = two["phases_seconds"]
+    # the jobs' own seconds, not the near-zero reads of their cached results
+    assert phases["finetune_target"] > 0 and phases["finetune_retain"] > 0
+    assert phases["grad_ascent_sweep"] > 0 and phases["prompting_final_eval"] > 0
+    assert phases["wall_models"] > 0 and phases["wall_sweeps_and_finals"] > 0
+
+
 def test_bad_configuration_fails_before_training(tmp_path):
     from unlearnkit.workflows.tofu import check_config
 
@@ -207,6 +246,10 @@ def test_bad_configuration_fails_before_training(tmp_path):
         check_config(replace(cfg, floor=1.5))
     with pytest.raises(ConfigError, match="unknown attack"):
         check_config(replace(cfg, attacks=("plain", "quantise")))
+    with pytest.raises(ConfigError, match="--jobs must be at least 1"):
+        check_config(replace(cfg, jobs=0))
+    with pytest.raises(ConfigError, match="--threads must be at least 1"):
+        check_config(replace(cfg, threads=0))
 
 
 def test_lr_option_parsing():

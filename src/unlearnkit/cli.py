@@ -120,6 +120,8 @@ def tofu(
     attacks: Annotated[Optional[str], typer.Option(help="comma-separated attacks run on the target and every chosen model at the end (unlearnkit attack's names)")] = None,
     setting: Annotated[list[str], typer.Option("--setting", help="METHOD:lr=1e-4,gamma=0.1: add one setting to a method's sweep (lr/epochs train it, other keys are method options; repeatable)")] = [],
     attack_opt: Annotated[list[str], typer.Option("--attack-opt", help="ATTACK:key=value,...: an attack's budget or option, e.g. many_shot:max_shots=64, best_of_n:n=16, quantize:bits=[4,8] (repeatable)")] = [],
+    jobs: Annotated[Optional[int], typer.Option(help="worker processes for the fine-tunes, sweep runs and evaluations (default: one per usable core; 1: all in this process)")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads per job (the published figures use 1)")] = 1,
 ):
     """TOFU end to end: fine-tune target and retain, sweep and choose each method's setting, evaluate, report."""
 
@@ -132,7 +134,7 @@ def tofu(
                           final_general=final_subset // 2 if final_subset else None)
         cfg = TofuBenchConfig(setup=setup, floor=floor,
                               attacks=tuple(a.strip() for a in (attacks or "").split(",") if a.strip()),
-                              attack_options=parse_attack_options(attack_opt))
+                              attack_options=parse_attack_options(attack_opt), jobs=jobs, threads=threads)
         if methods:
             cfg.methods = tuple(m.strip() for m in methods.split(",") if m.strip())
         if epochs is not None:

@@ -15,6 +15,7 @@ interrupted benchmark continues where it stopped; the time of each phase is prin
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import time
@@ -31,6 +32,7 @@ from unlearnkit.models.loading import load_model
 from unlearnkit.reports.table import comparison_row, markdown_table, print_table
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.workflows.evaluate import cached_evaluate
+from unlearnkit.workflows.jobs import JobPool, check_jobs
 from unlearnkit.workflows.selection import RULE, pick_best
 from unlearnkit.workflows.tofu_attacks import attack_summary, print_most_robust, run_benchmark_attacks
 from unlearnkit.workflows.tofu_models import TofuModels, TofuSetup, evaluate_references, prepare_tofu_models
@@ -80,6 +82,8 @@ class TofuBenchConfig:
     attack_max_new_tokens: int = 64
     attack_options: dict[str, dict] = field(default_factory=dict)  # over tofu_attacks.ATTACK_OPTIONS
     attack_batch_size: int | None = None  # decoder slots per generation call (None: the evaluation's)
+    jobs: int | None = None  # worker processes for fine-tunes, sweep runs and evaluations (None: one per core)
+    threads: int = 1  # torch threads per job: the figures in docs/ were made with 1
 
 
 def _label(cand: dict) -> str:
@@ -98,6 +102,7 @@ def check_config(cfg: TofuBenchConfig) -> None:
             raise ConfigError(f"method '{name}' has no sweep settings: add it to the sweep, or leave it out")
         for cand in cfg.sweep[name]:
             build_method(name, cand.get("options"))
+    check_jobs(cfg.jobs, cfg.threads)
     if not 0 < cfg.floor <= 1:
         raise ConfigError(f"the utility floor must lie in (0, 1] (got {cfg.floor})")
     if cfg.attacks:
@@ -198,27 +203,47 @@ def _row(name: str, rec: dict | None, summary: dict, floor: float) -> dict:
 def run_tofu_benchmark(cfg: TofuBenchConfig, out_dir: str | Path = "runs/tofu", console: Console | None = None
                        ) -> dict:
     """Sweeps first (every method, selection suite), then the final suite for the references and each choice;
-    the results files are rewritten after every method, marked ``partial`` until the end."""
+    the results files are rewritten after every method, marked ``partial`` until the end.
+
+    With ``cfg.jobs`` > 1 the fine-tunes, sweep runs and evaluations run first in that many worker processes
+    (``workflows/tofu_jobs.py``), which fill the caches this function then reads; each phase's time is then
+    its jobs' own seconds, and ``wall_*`` the stages' wall time."""
     console = console or Console()
     check_config(cfg)
     out_dir = check_writable(Path(out_dir), "output directory", is_dir=True)
     t_start = time.perf_counter()
-    models = prepare_tofu_models(cfg.setup, console)
-    phases = models.seconds
-    records: dict[str, dict] = {}
-    work = models.cache / "runs"
+    jobs = check_jobs(cfg.jobs, cfg.threads)
+    with JobPool(jobs, cfg.threads) if jobs > 1 else contextlib.nullcontext() as pool:
+        if pool is not None:
+            from unlearnkit.workflows import tofu_jobs
+
+            console.print(f"[bold]{jobs} jobs[/bold] side by side, {cfg.threads} thread(s) each")
+            job_seconds = tofu_jobs.prepare_models(cfg.setup, pool, console)
+        models = prepare_tofu_models(cfg.setup, console)
+        phases = models.seconds
+        records: dict[str, dict] = {}
+        work = models.cache / "runs"
+        if pool is not None:
+            phases.update(job_seconds, wall_models=time.perf_counter() - t_start)
+            t0 = time.perf_counter()
+            quiet = Console(quiet=True)
+            job_seconds = tofu_jobs.schedule(cfg, models, pool,
+                                             lambda name: sweep_method(name, models, cfg, work, quiet), console)
+            phases["wall_sweeps_and_finals"] = time.perf_counter() - t0
+    jobs_seconds = dict(job_seconds) if jobs > 1 else {}
     state = {"stage": "selection", "finals": {}}
     for name in cfg.methods:
         records[name] = sweep_method(name, models, cfg, work, console)
-        phases[f"{name}_sweep"] = records[name]["sweep_seconds"]
+        phases[f"{name}_sweep"] = jobs_seconds.get(f"{name}_sweep", records[name]["sweep_seconds"])
         _write(out_dir, cfg, models, records, state, t_start, partial=True)
     evaluate_references(models, cfg.setup, "final")
+    phases["eval_references_final"] = jobs_seconds.get("eval_references_final", phases["eval_references_final"])
     state = {"stage": "final", "finals": {"target": models.evals["target_final"],
                                           "retain": models.evals["retain_final"]}}
     for name in cfg.methods:
         t0 = time.perf_counter()
         state["finals"][name] = evaluate_choice(records[name], models, cfg)
-        phases[f"{name}_final_eval"] = time.perf_counter() - t0
+        phases[f"{name}_final_eval"] = jobs_seconds.get(f"{name}_final_eval", time.perf_counter() - t0)
         _write(out_dir, cfg, models, records, state, t_start, partial=name != cfg.methods[-1])
     if cfg.attacks:
         t0 = time.perf_counter()  # this call's wall time: about 0 when every model's attacks were cached
@@ -278,6 +303,7 @@ def _write(out_dir: Path, cfg: TofuBenchConfig, models: TofuModels, records: dic
         "rows": rows, "methods": records, "results": results,
         "select_reference": {k: models.evals[k]["summary"] for k in ("target_select", "retain_select")},
         "phases_seconds": dict(models.seconds), "seconds": time.perf_counter() - t_start,
+        "jobs": {"processes": check_jobs(cfg.jobs, cfg.threads), "threads_per_job": cfg.threads},
         "environment": environment(),
     }
     if state.get("attacks"):

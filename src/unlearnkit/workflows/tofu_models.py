@@ -85,15 +85,12 @@ def prepare_tofu_models(setup: TofuSetup, console: Console | None = None, keep_r
     console.print(f"[bold]TOFU[/bold] {setup.data} ({d['layout']} layout): forget {d['forget_split']} "
                   f"({', '.join(d['forget_authors'])}); target learns {d['target_train']} pairs, retain model "
                   f"{d['retain_train']}")
-    spec = None if setup.model in EMBEDDED else str(setup.model)
-    base = set_chat_format(load_model(spec))
-    cache = cache_root() / "tofu" / setup.key(records_digest(bench.target_train) + records_digest(bench.retain_train))
-    target, info, cached = _timed(seconds, "finetune_target", finetune, base, bench.target_train, cache / "target",
-                                  setup.finetune, str(spec), label="target")
+    base = set_chat_format(load_model(base_spec(setup)))
+    cache = models_cache(setup, bench)
+    target, info, cached = _timed(seconds, "finetune_target", finetune_model, setup, bench, "target", base)
     if cached:
         seconds["finetune_target"] = 0.0
-    retain, info, cached = _timed(seconds, "finetune_retain", finetune, base, bench.retain_train, cache / "retain",
-                                  setup.finetune, str(spec), label="retain")
+    retain, info, cached = _timed(seconds, "finetune_retain", finetune_model, setup, bench, "retain", base)
     if cached:
         seconds["finetune_retain"] = 0.0
     del base
@@ -104,6 +101,34 @@ def prepare_tofu_models(setup: TofuSetup, console: Console | None = None, keep_r
     if not keep_retain:
         models.retain = None
     return models
+
+
+def base_spec(setup: TofuSetup) -> str | None:
+    """The base model's ``load_model`` spec (None: the embedded SmolLM2)."""
+    return None if setup.model in EMBEDDED else str(setup.model)
+
+
+def models_cache(setup: TofuSetup, bench: TofuBenchmark) -> Path:
+    """The directory of this setup's target and retain models, runs and evaluations."""
+    return cache_root() / "tofu" / setup.key(records_digest(bench.target_train) + records_digest(bench.retain_train))
+
+
+def finetune_model(setup: TofuSetup, bench: TofuBenchmark, which: str, base):
+    """The target ("target": forget + retain authors) or the retain model ("retain"), fine-tuned from ``base``
+    or reused from the cache: (model, info, cached)."""
+    records = bench.target_train if which == "target" else bench.retain_train
+    return finetune(base, records, models_cache(setup, bench) / which, setup.finetune, str(base_spec(setup)),
+                    label=which)
+
+
+def finetuned_models(setup: TofuSetup) -> TofuModels:
+    """The models ``prepare_tofu_models`` made, loaded from the cache without evaluating anything: what a
+    worker process of the benchmark starts from (``workflows/tofu_jobs.py``)."""
+    bench = load_tofu_benchmark(setup.data, setup.forget, setup.layout)
+    cache = models_cache(setup, bench)
+    return TofuModels(bench, cache, load_model(cache / "target" / "model"), None,
+                      eval_subset(bench.task, setup.select_retain, setup.select_general),
+                      eval_subset(bench.task, setup.final_retain, setup.final_general))
 
 
 def evaluate_references(models: TofuModels, setup: TofuSetup, suite: str) -> None:
