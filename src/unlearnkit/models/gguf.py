@@ -33,11 +33,21 @@ def load_gguf(path: Path, dtype=torch.float32):
 
 
 def convert_gguf(path: Path, target: Path) -> Path:
-    """Convert once to a model directory (atomic), so later loads skip de-quantising."""
+    """Convert once to a model directory (atomic), so later loads skip de-quantising.
+
+    Processes that start together (the benchmark's workers, two commands at once) convert one at a time: the
+    first writes the directory, the others wait for it and read it."""
+    import fcntl
+
     from rich.console import Console
 
     from unlearnkit.models.hf import save_model_dir
 
-    Console(stderr=True).print(f"[dim]converting {path.name} to {target} (once)…[/dim]")
-    model, tokenizer = load_gguf(path)
-    return save_model_dir(model, tokenizer, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():
+            return target
+        Console(stderr=True).print(f"[dim]converting {path.name} to {target} (once)…[/dim]")
+        model, tokenizer = load_gguf(path)
+        return save_model_dir(model, tokenizer, target)
