@@ -12,27 +12,50 @@ from unlearnkit.io import read_json, write_json_atomic
 
 
 def model_fingerprint(model) -> str:
-    """What identifies the model's behaviour: per-tensor sums of its weights, and each guard's description.
+    """What identifies the model's behaviour: a digest of its weights' bytes, and each guard's description.
 
     Guards are followed down to the model they wrap (their own state — targets, σ,
-    classifier — is in their description). Sums of every tensor change whenever
-    training changes a weight and cost one pass over the weights (no copy of the model);
-    where a model was loaded from does not count, so a cached copy matches its original.
+    classifier — is in their description). The digest changes whenever training changes a weight and
+    costs one pass over the weights (no copy of a float32 model); it is the same at any thread count and
+    on any machine, and where a model was loaded from does not count, so a cached copy matches its original.
     A model without local weights (an HTTP endpoint) counts by its description.
     """
+    return _fingerprint(model, _weights_digest)
+
+
+def _weights_digest(module) -> list[str]:
     import torch
 
-    parts: list[str] = []
+    h = hashlib.blake2b(digest_size=16)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            t = p.detach().to(device="cpu", dtype=torch.float32).contiguous()
+            h.update(f"{name}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return [h.hexdigest()]
+
+
+def _legacy_weight_sums(module) -> list[str]:
+    """The fingerprint results were cached under before the byte digest: per-tensor sums, whose last digits
+    depend on the thread count they were summed with (``legacy_eval_keys``)."""
+    import torch
+
+    with torch.no_grad():
+        return [f"{name}:{float(t.sum()):.9e}:{float(t.abs().sum()):.9e}"
+                for name, t in ((n, p.detach().float()) for n, p in module.named_parameters())]
+
+
+def _fingerprint(model, weights) -> str:
+    import torch
+
     from unlearnkit.models.base import chain
 
+    parts: list[str] = []
     for inner in chain(model):
         module = getattr(inner, "model", None)
         if isinstance(module, torch.nn.Module):
             parts.append(type(module).__name__)
-            with torch.no_grad():
-                for name, p in module.named_parameters():
-                    t = p.detach().float()
-                    parts.append(f"{name}:{float(t.sum()):.9e}:{float(t.abs().sum()):.9e}")
+            parts.extend(weights(module))
             break
         options = getattr(inner, "options", None)
         targets = getattr(inner, "targets", None) or []
@@ -61,12 +84,38 @@ def questions_digest(task) -> str:
     return h.hexdigest()[:16]
 
 
+def records_digest(task) -> str:
+    """What is evaluated, by content: every field of every record the evaluation reads (a copy of the data
+    at another path gives the same digest; two subsets of one split of the same size do not)."""
+    h = hashlib.sha256()
+    for records in (task.forget_eval, task.retain_eval, task.holdout, task.forget, *task.general_evals.values()):
+        h.update(json.dumps([r.to_json() for r in records], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
 def eval_key(task, config: EvalConfig, model_key: str = "") -> str:
-    blob = json.dumps({"task": asdict(task.splits), "root": str(task.root), "config": asdict(config),
-                       "sizes": [len(task.forget_eval), len(task.retain_eval), len(task.holdout)],
-                       "questions": questions_digest(task), "model": model_key},
-                      sort_keys=True)
+    blob = json.dumps({"task": asdict(task.splits), "records": records_digest(task), "config": asdict(config),
+                       "model": model_key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def legacy_eval_keys(task, config: EvalConfig, model) -> set[str]:
+    """The keys an earlier version cached this evaluation under: the data's path instead of its content,
+    and weight sums taken with one thread (the benchmark's worker processes) or this process's threads."""
+    import torch
+
+    blob = {"task": asdict(task.splits), "root": str(task.root), "config": asdict(config),
+            "sizes": [len(task.forget_eval), len(task.retain_eval), len(task.holdout)],
+            "questions": questions_digest(task)}
+    keys, threads = set(), torch.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            blob["model"] = _fingerprint(model, _legacy_weight_sums)
+            keys.add(hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16])
+    finally:
+        torch.set_num_threads(threads)
+    return keys
 
 
 def cached_evaluate(model, task, cache_file: Path, config: EvalConfig, reference: dict | None = None) -> dict:
@@ -74,6 +123,7 @@ def cached_evaluate(model, task, cache_file: Path, config: EvalConfig, reference
 
     The model counts by its fingerprint (``model_fingerprint``): a run directory whose
     model was trained again with other settings is evaluated again, never served a stale result.
+    A result cached under an earlier version's key (``legacy_eval_keys``) is served and re-keyed.
 
     The reference-dependent metrics are recomputed from per-example values, so a
     cached result is valid against any reference.
@@ -82,8 +132,9 @@ def cached_evaluate(model, task, cache_file: Path, config: EvalConfig, reference
     result = None
     if cache_file.is_file():
         cached = read_json(cache_file)
-        if cached.get("cache_key") == key:
+        if cached.get("cache_key") == key or cached.get("cache_key") in legacy_eval_keys(task, config, model):
             result = cached
+            result["cache_key"] = key  # written back under the current key
     if result is None:
         result = evaluate_tofu(model, task, config=config)
         result["cache_key"] = key
