@@ -204,12 +204,19 @@ def test_jobs_side_by_side_give_the_numbers_of_one_process(tmp_path, monkeypatch
     from unlearnkit.models.loading import load_model
     from unlearnkit.workflows.tofu import run_tofu_benchmark
 
+    import unlearnkit.workflows.evaluate as ev
+
     data = write_mini_tofu(tmp_path / "tofu")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    in_main = []
+    real = ev.evaluate_tofu
     try:
         summaries, weights = [], []
         for jobs in (1, 2):
+            # this process at another thread count than the workers: it still only reads their results
+            torch.set_num_threads(jobs)
+            if jobs == 2:
+                monkeypatch.setattr(ev, "evaluate_tofu", lambda *a, **k: in_main.append(1) or real(*a, **k))
             monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / f"cache{jobs}"))
             cfg = replace(_tiny_cfg(data, methods=("grad_ascent", "prompting")), jobs=jobs, threads=1)
             summaries.append(run_tofu_benchmark(cfg, tmp_path / f"out{jobs}"))
@@ -218,6 +225,7 @@ def test_jobs_side_by_side_give_the_numbers_of_one_process(tmp_path, monkeypatch
     finally:
         torch.set_num_threads(threads)
     one, two = summaries
+    assert not in_main  # every evaluation was a worker's, none done twice
     assert two["jobs"] == {"processes": 2, "threads_per_job": 1} and one["jobs"]["processes"] == 1
     assert one["results"].keys() == two["results"].keys()
     for name in one["results"]:
