@@ -1,6 +1,7 @@
 """The local job pool: results by key, more jobs submitted while others run, the first error stops the rest."""
 
 import operator
+import os
 
 import pytest
 
@@ -34,3 +35,24 @@ def test_default_is_one_job_per_usable_core_at_the_threads_asked():
     assert check_jobs(None, 1) == usable_cores()
     assert check_jobs(None, usable_cores() + 1) == 1
     assert check_jobs(3, 1) == 3
+
+
+
+def test_a_worker_runs_every_thread_pool_at_the_threads_asked():
+    """Also the BLAS pool of a numpy loaded before the worker started (as the command line's main module
+    loads it in every spawned worker)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import numpy, json, torch\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from unlearnkit.workflows.jobs import _start_worker\n"
+            "_start_worker(1)\n"
+            "print(json.dumps({'torch': torch.get_num_threads(),"
+            " **{i['internal_api']: i['num_threads'] for i in threadpool_info()}}))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    pools = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                      check=True).stdout.splitlines()[-1])
+    assert {"openblas", "mkl"} & pools.keys(), pools  # numpy's BLAS is among them
+    assert set(pools.values()) == {1}, pools

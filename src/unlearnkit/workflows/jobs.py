@@ -42,12 +42,22 @@ def check_jobs(jobs: int | None, threads: int) -> int:
     return jobs
 
 
+_LIMITS: list = []  # this worker's thread-pool limits, kept for its lifetime
+
+
 def _start_worker(threads: int) -> None:
+    """Every thread pool of the worker at ``threads``: torch's, and the BLAS and OpenMP pools that numpy,
+    scikit-learn and scipy loaded before this ran (threadpoolctl), and the tokenizers' (not parallel)."""
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["TQDM_DISABLE"] = "1"  # the parent reports each job as it ends; bars of several workers interleave
+    import numpy  # noqa: F401  (its BLAS is loaded, so the limit reaches it)
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
+    _LIMITS.append(threadpool_limits(limits=threads))
 
 
 class _Inline(Executor):
