@@ -101,7 +101,10 @@ def eval_key(task, config: EvalConfig, model_key: str = "") -> str:
 
 def legacy_eval_keys(task, config: EvalConfig, model) -> set[str]:
     """The keys an earlier version cached this evaluation under: the data's path instead of its content,
-    and weight sums taken with one thread (the benchmark's worker processes) or this process's threads."""
+    and weight sums taken with one thread (the benchmark's worker processes), this process's threads or
+    torch's default (one per core: the benchmark's main process)."""
+    import os
+
     import torch
 
     blob = {"task": asdict(task.splits), "root": str(task.root), "config": asdict(config),
@@ -109,7 +112,7 @@ def legacy_eval_keys(task, config: EvalConfig, model) -> set[str]:
             "questions": questions_digest(task)}
     keys, threads = set(), torch.get_num_threads()
     try:
-        for n in sorted({1, threads}):
+        for n in sorted({1, threads, os.cpu_count() or 1}):
             torch.set_num_threads(n)
             blob["model"] = _fingerprint(model, _legacy_weight_sums)
             keys.add(hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16])
