@@ -135,6 +135,38 @@ def test_same_seed_same_mask_and_noise(tiny_lm, simple_task, tmp_path):
         assert torch.equal(value, _params(b)[name])
 
 
+def _noise_after_setup(lm, task, out_dir, monkeypatch, drop_first: bool, by_position: bool):
+    """GRIN's noise (weights after setup minus before), optionally with the first masked weight left out."""
+    import unlearnkit.methods.grin as grin
+
+    real = grin.select_top
+
+    def dropping(scores, p, per_tensor):
+        indices = real(scores, p, per_tensor)
+        if drop_first:
+            k = next(i for i, idx in enumerate(indices) if idx.numel() > 1)
+            indices[k] = indices[k][1:]
+        return indices
+
+    monkeypatch.setattr(grin, "select_top", dropping)
+    cfg = TrainConfig(lr=1e-3, max_steps=1, batch_size=3, warmup_ratio=0.0, seed=3)
+    method = GRIN(p=0.1, sigma=0.5, noise_by_position=by_position)
+    ctx = Trainer(method, lm, task.forget, task.retain, cfg, out_dir)._build()
+    before = _params(lm)
+    method.setup(ctx)
+    return {n: v.detach() - before[n] for n, v in ctx.base_model.named_parameters()}, _masks(out_dir, before)
+
+
+@pytest.mark.parametrize("by_position", [True, False])
+def test_a_weight_leaving_the_mask_changes_no_other_weights_noise(by_position, tiny_lm, simple_task, tmp_path,
+                                                                  monkeypatch):
+    full, _ = _noise_after_setup(tiny_lm, simple_task, tmp_path / "a", monkeypatch, False, by_position)
+    less, mask = _noise_after_setup(tiny_lm, simple_task, tmp_path / "b", monkeypatch, True, by_position)
+    same = all(torch.equal(full[n][mask[n]], less[n][mask[n]]) for n in full)
+    # by position: every weight still in the mask got the same noise; in mask order every later draw shifts
+    assert same is by_position
+
+
 @pytest.mark.parametrize("loss", ["npo", "grad_diff", "grad_ascent"])
 def test_grin_lowers_forget_probability(loss, tiny_target, simple_task, tmp_path):
     before = _forget_prob(tiny_target, simple_task.forget)

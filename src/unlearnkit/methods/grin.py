@@ -8,7 +8,10 @@ Before training (``setup``):
    weights at once (default) or within each tensor (``per_tensor``). Scores keep 8 mantissa bits
    (``score_bits``) and ties go to the lowest positions, so the same data and seed give the same mask on
    any machine; ``retain_floor`` decides how entries with G_r ≈ 0 compete (see ``ratio_scores``);
-3. noise ``θ[M] += N(0, (σ·std(θ_tensor))²)`` from a generator seeded by the train seed;
+3. noise ``θ[M] += N(0, (σ·std(θ_tensor))²)``, each weight's draw fixed by the train seed, its tensor's name
+   and its position (``noise_by_position``): a weight that enters or leaves the mask changes its own noise
+   only. (Drawn in mask order, one such weight shifted every later draw: a target that differed in the
+   7th digit gave other noise on every masked weight, and forget quality 0.165 instead of 0.579.)
 4. the mask is saved with the run: ``grin_mask.pt`` (indices) and
    ``grin_mask.json`` (counts per tensor, layer and module), see ``grin_mask``.
 
@@ -28,7 +31,9 @@ i.e. the original target. GRIN edits individual weights, so it refuses LoRA.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -42,6 +47,14 @@ from unlearnkit.methods.retain_terms import RETAIN_LOSSES
 
 FINETUNE_LOSSES = ("npo", "grad_diff", "grad_ascent")
 EMBEDDING_NAMES = ("embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out")
+
+
+def position_draws(seed: int, name: str, numel: int, idx: torch.Tensor) -> torch.Tensor:
+    """Standard normal draws for the entries ``idx`` of a tensor of ``numel`` entries: one draw per position,
+    from a generator seeded by the train seed and the tensor's name only."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.randn(numel, generator=gen)[idx]
 
 
 def _is_embedding(name: str) -> bool:
@@ -67,6 +80,10 @@ class GRINOptions:
                               choices=RETAIN_LOSSES)
     skip_embeddings: bool = option(False, "leave the token embeddings and LM head out of the mask (not in the paper: "
                                           "rows of tokens seen only in the forget set have G_r = 0 and fill it)")
+    noise_by_position: bool = option(True, "draw each masked weight's noise from its tensor and position, so a "
+                                           "weight entering or leaving the mask changes no other weight's noise "
+                                           "(false: drawn in mask order, as runs before this option)")
+    ADDED: ClassVar[dict] = {"noise_by_position": False}  # added after runs were recorded (see ECOOptions.ADDED)
 
 
 class GRIN(WeightEditingMethod):
@@ -101,7 +118,8 @@ class GRIN(WeightEditingMethod):
         indices = select_top(scores, o.p, o.per_tensor)
         del scores, g_f
         self._inner.setup(ctx)  # NPO reference log-probs / KL reference: the model before the noise
-        gen = torch.Generator().manual_seed(int(ctx.config.seed))
+        seed = int(ctx.config.seed)
+        gen = torch.Generator().manual_seed(seed)
         self._named: list[tuple[str, torch.nn.Parameter]] = []
         self._index: list[torch.Tensor] = []
         self._snapshot: list[torch.Tensor | None] = []
@@ -113,8 +131,11 @@ class GRIN(WeightEditingMethod):
                 flat = p.view(-1)
                 if o.sigma > 0:
                     std = float(p.float().std()) if p.numel() > 1 else 0.0
-                    noise = torch.randn(idx.numel(), generator=gen) * (o.sigma * std)
-                    flat[idx.to(p.device)] += noise.to(p.device, p.dtype)
+                    if o.noise_by_position:
+                        draws = position_draws(seed, name, p.numel(), idx)
+                    else:
+                        draws = torch.randn(idx.numel(), generator=gen)
+                    flat[idx.to(p.device)] += (draws * (o.sigma * std)).to(p.device, p.dtype)
                 self._named.append((name, p))
                 self._index.append(idx)
                 self._snapshot.append(p.detach().clone() if keep else None)
