@@ -38,21 +38,25 @@ def test_default_is_one_job_per_usable_core_at_the_threads_asked():
 
 
 
-def test_a_worker_runs_every_thread_pool_at_the_threads_asked():
-    """Also the BLAS pool of a numpy loaded before the worker started (as the command line's main module
-    loads it in every spawned worker)."""
+def test_a_worker_runs_every_thread_pool_at_the_threads_asked_and_shows_no_bars():
+    """Also the BLAS pool of a numpy and the bars of a tqdm loaded before the worker started (as the command
+    line's main module loads them in every spawned worker)."""
     import json
     import subprocess
     import sys
 
-    code = ("import numpy, json, torch\n"
+    code = ("import numpy, json, torch, tqdm\n"
             "from threadpoolctl import threadpool_info\n"
+            "from unlearnkit.progress import progress_bar\n"
             "from unlearnkit.workflows.jobs import _start_worker\n"
+            "shown = not progress_bar(total=1, desc='before').disable\n"
             "_start_worker(1)\n"
-            "print(json.dumps({'torch': torch.get_num_threads(),"
+            "print(json.dumps({'bars': [shown, not progress_bar(total=1, desc='after').disable],"
+            " 'torch': torch.get_num_threads(),"
             " **{i['internal_api']: i['num_threads'] for i in threadpool_info()}}))")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     pools = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                       check=True).stdout.splitlines()[-1])
+    assert pools.pop("bars") == [True, False]
     assert {"openblas", "mkl"} & pools.keys(), pools  # numpy's BLAS is among them
     assert set(pools.values()) == {1}, pools

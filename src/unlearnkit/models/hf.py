@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from unlearnkit.progress import progress_bar
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from unlearnkit.errors import UnlearnkitError
@@ -226,7 +226,7 @@ class HFLanguageModel(LanguageModel):
         """One plain forward per batch of whole sequences (models without the prefix-sharing path)."""
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         out: list[AnswerScores | None] = [None] * len(pairs)
-        bar = tqdm(total=len(order), desc=progress, disable=progress is None, leave=False)
+        bar = progress_bar(total=len(order), desc=progress, leave=False)
         for idx in _batches(order, batch_size):
             ids, mask = right_pad([pairs[i][0] + pairs[i][1] for i in idx], self.tokenizer.pad_token_id)
             mask = self.visible(ids, mask)
@@ -382,7 +382,7 @@ class HFLanguageModel(LanguageModel):
             kwargs.update(temperature=temperature, top_p=top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        bar = tqdm(total=len(order), desc=progress, disable=progress is None, leave=False)
+        bar = progress_bar(total=len(order), desc=progress, leave=False)
         for idx in _batches(order, batch_size):
             criteria = [_StopWhenCancelled()]
             if on_token is not None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from unlearnkit.progress import progress_bar
 
 from unlearnkit.models.scores import AnswerScores
 
@@ -150,7 +150,7 @@ class PrefixScorer:
                 raise ValueError(f"pair {i}: the context (prompt) has no tokens; nothing predicts the first label")
         rows = self._pack(pairs)
         out: list[AnswerScores | None] = [None] * len(pairs)
-        bar = tqdm(total=len(pairs), desc=progress, disable=progress is None, leave=False)
+        bar = progress_bar(total=len(pairs), desc=progress, leave=False)
         batch: list[_Row] = []
         for row in rows:  # longest first: a batch pads to its first row
             if batch and (len(batch) + 1) * batch[0].length > self.batch_tokens:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from tqdm.auto import tqdm
+from unlearnkit.progress import progress_bar
 
 from unlearnkit.models.base import cancelled
 
@@ -149,7 +149,7 @@ class SlotDecoder:
         produced = torch.full((slots, max_new_tokens), self.pad_id, dtype=torch.long)
         queue = list(range(n))
         live = 0  # slots 0 .. live-1 hold requests
-        bar = tqdm(total=n, desc=progress, disable=progress is None, leave=False)
+        bar = progress_bar(total=n, desc=progress, leave=False)
 
         def fill() -> None:
             nonlocal live

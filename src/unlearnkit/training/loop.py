@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from unlearnkit.progress import progress_bar
 
 from unlearnkit.training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from unlearnkit.training.context import TrainContext
@@ -95,7 +95,8 @@ class Trainer:
         if start == 0 and log_path.exists():
             log_path.unlink()
         earlier = _keep_log_until(log_path, start) if start else 0.0  # steps after the checkpoint run again
-        bar = tqdm(range(start, total), desc=self.progress, initial=start, total=total, leave=False)
+        bar = progress_bar(range(start, total), desc=self.progress, hidden=False, initial=start, total=total,
+                           leave=False)
         t0 = time.perf_counter()
         for step in bar:
             ctx.step = step
