@@ -522,3 +522,31 @@ def test_attack_stage_resumes_at_the_next_attack_and_remeasures_only_what_a_revi
     monkeypatch.setattr(SoftPrompt, "revisions", {"guard": 2})
     run_tofu_benchmark(cfg, out)
     assert len(ran) == 1 and ran[0][0] == "soft_prompt" and ran[0][1].startswith("prompting")
+
+
+def test_attack_results_follow_the_run_not_its_directory(tmp_path):
+    """A run directory trained again (other options) does not keep the attacks measured on its earlier model;
+    results written before runs were digested count only when written after the run was trained."""
+    import os
+
+    from unlearnkit.workflows.tofu_attacks import cached_attacks, run_digest
+
+    run = tmp_path / "runs" / "grin" / "lr0.001"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"method": "grin", "options": {"noise_by_position": False},
+                                              "seconds": 400.0}))
+    attack_dir = tmp_path / "attacks"
+    key = {"attack": "plain", "options": {}, "seed": 0, "max_new_tokens": 4, "batch_size": 8, "revision": 1}
+    (attack_dir / "grin").mkdir(parents=True)
+    path = attack_dir / "grin" / "plain.json"
+    record = {"key": key, "run": str(run), "model": {"method": "grin"}, "result": {"leak_rate": 0.2}}
+    path.write_text(json.dumps({**record, "run_digest": run_digest(str(run))}))
+    assert set(cached_attacks(attack_dir, "grin", str(run), {"plain": key})) == {"plain"}
+    (run / "run.json").write_text(json.dumps({"method": "grin", "options": {"noise_by_position": True},
+                                              "seconds": 410.0}))  # trained again
+    assert cached_attacks(attack_dir, "grin", str(run), {"plain": key}) == {}
+    path.write_text(json.dumps(record))  # an earlier version's record: no digest
+    os.utime(run / "run.json", (path.stat().st_mtime - 10,) * 2)  # the run is older than the result
+    assert set(cached_attacks(attack_dir, "grin", str(run), {"plain": key})) == {"plain"}
+    os.utime(run / "run.json", (path.stat().st_mtime + 10,) * 2)  # trained again after it
+    assert cached_attacks(attack_dir, "grin", str(run), {"plain": key}) == {}

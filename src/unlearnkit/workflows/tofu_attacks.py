@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import gc
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -68,16 +70,42 @@ def attack_key(name: str, options: dict, *, seed: int, max_new_tokens: int, batc
             "batch_size": batch_size, "revision": get_attack_class(name).revision(family)}
 
 
+def run_digest(run: str) -> str:
+    """What the run directory holds: a digest of how it was made (its ``run.json`` less the timings), so a
+    directory trained again with other settings does not keep the attack results of the earlier model."""
+    from unlearnkit.workflows.unlearn import RUN_FILE
+
+    path = Path(run) / RUN_FILE
+    if run == "target" or not path.is_file():
+        return run
+    rec = {k: v for k, v in read_json(path).items() if k not in ("seconds", "seconds_per_step")}
+    return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _same_run(rec: dict, run: str, digest: str, written: Path) -> bool:
+    """``rec`` was measured on this run as it is now. Results written before runs were digested count when
+    the file was written after the run was last trained."""
+    from unlearnkit.workflows.unlearn import RUN_FILE
+
+    if rec.get("run") != run:
+        return False
+    if "run_digest" in rec:
+        return rec["run_digest"] == digest
+    trained = Path(run) / RUN_FILE
+    return run == "target" or not trained.is_file() or trained.stat().st_mtime <= written.stat().st_mtime
+
+
 def cached_attacks(attack_dir: Path, name: str, run: str, keys: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
     """``{attack: (model fields, result)}`` of the attacks in ``keys`` already measured on this run with the same key:
     one file per attack in ``attack_dir/<name>/``, or the model's assembled ``attack_dir/<name>.json`` (which
     records the options, budgets and revisions it was measured with)."""
     found: dict[str, tuple[dict, dict]] = {}
+    digest = run_digest(run)
     assembled = attack_dir / f"{name}.json"
     if assembled.is_file():
         rec = read_json(assembled)
         key = rec.get("key") or {}
-        if rec.get("run") == run:
+        if _same_run(rec, run, digest, assembled):
             fields = {f: rec[f] for f in MODEL_FIELDS if f in rec}
             for attack, res in (rec.get("attacks") or {}).items():
                 if attack not in keys:
@@ -91,7 +119,7 @@ def cached_attacks(attack_dir: Path, name: str, run: str, keys: dict[str, dict])
         path = attack_dir / name / f"{attack}.json"
         if attack not in found and path.is_file():
             rec = read_json(path)
-            if rec.get("key") == want and rec.get("run") == run:
+            if rec.get("key") == want and _same_run(rec, run, digest, path):
                 found[attack] = (rec["model"], rec["result"])
     return found
 
@@ -128,8 +156,8 @@ def run_benchmark_attacks(cfg, models, records: dict, out_dir: Path, console: Co
             console.print(f"[bold]attacks[/bold] {name}: {', '.join(missing)}{cached}")
 
             def keep(attack: str, res: dict, name=name, run=run, keys=keys, fields=fields) -> None:
-                write_json_atomic(attack_dir / name / f"{attack}.json",
-                                  {"key": keys[attack], "run": run, "model": fields, "result": res})
+                write_json_atomic(attack_dir / name / f"{attack}.json", {"key": keys[attack], "run": run,
+                                  "run_digest": run_digest(run), "model": fields, "result": res})
                 found[attack] = (fields, res)
 
             attack_one(model, task, missing, options, seed=seed, max_new_tokens=cfg.attack_max_new_tokens,
@@ -144,7 +172,7 @@ def run_benchmark_attacks(cfg, models, records: dict, out_dir: Path, console: Co
                   "key": {"attacks": list(cfg.attacks), "max_new_tokens": cfg.attack_max_new_tokens,
                           "options": options, "batch_size": batch,
                           "revisions": {a: k["revision"] for a, k in keys.items()}},
-                  "run": run}
+                  "run": run, "run_digest": run_digest(run)}
         write_json_atomic(attack_dir / f"{name}.json", result)
         out[name] = result
     return out
